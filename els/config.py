@@ -1,0 +1,153 @@
+"""Every setting of the pipeline, in one table.
+
+The same table feeds the environment parsing, the `els <cmd> --help` options and the README's settings
+reference, so a setting cannot exist in one place and be missing in another.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str | None
+    help: str
+    kind: type = str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "Kafka broker list (host:port,...)."),
+    Setting("ELS_RAW_TOPIC", "els-raw", "Topic ingest writes raw events to."),
+    Setting("ELS_DEADLETTER_TOPIC", "els-deadletter", "Topic for whatever could not be used, with the reason."),
+    Setting("ELS_OUT_TOPIC", "els-out", "The processor's outbox to the Datadog sink."),
+    Setting("ELS_PARTITIONS", "8", "Partitions of the topics the pipeline creates.", int),
+    Setting("ELS_INGEST_HOST", "0.0.0.0", "Ingest listen address."),
+    Setting("ELS_INGEST_PORT", "8080", "Ingest listen port.", int),
+    Setting("ELS_AUTH_TOKENS", None, "Comma-separated accepted secrets (several, for rotation).", secret=True),
+    Setting("ELS_AUTH_DISABLED", "0", "1 to run ingest without authentication (development only).", bool),
+    Setting("ELS_AUTH_HEADER", "Authorization", "Header carrying the secret, as 'Bearer <secret>' or bare."),
+    Setting("ELS_MAX_BODY_BYTES", "1048576", "Largest accepted body, on the wire and decompressed (413 above).", int),
+    Setting("ELS_ACK_TIMEOUT_SECONDS", "5", "How long ingest waits for Kafka's acknowledgement before 503.", float),
+    Setting("ELS_WINDOW_SECONDS", "60", "Tumbling window size, event time.", int),
+    Setting("ELS_FLUSH_SECONDS", "10", "How often open windows are (re)emitted.", float),
+    Setting("ELS_LATENESS_SECONDS", "300", "How late an event may arrive and still count in its window.", int),
+    Setting("ELS_CHAIN_QUIET_SECONDS", "30", "After its root ended, a chain closes after this long without news.", int),
+    Setting("ELS_CHAIN_TIMEOUT_SECONDS", "3600", "A chain with no news for this long is closed as timed_out.", int),
+    Setting("ELS_WEB_PORT", "6066", "Faust web server port (tables, stats, status page).", int),
+    Setting("ELS_MONTHLY_STEP_LIMIT", None, "The org's monthly Workflows step allowance.", int),
+    Setting("ELS_METRIC_PREFIX", "okta.workflows", "Prefix of every metric."),
+    Setting("ELS_LOGS", "failures,chains", "Logs sent to Datadog: any of failures, chains, events; or none."),
+    Setting("ELS_REBALANCE_TIMEOUT_SECONDS", "30",
+            "Consumer-group rebalance timeout; 3 is right for the embedded broker (it holds joins this long).", float),
+    Setting("ELS_LOG_LEVEL", "INFO", "Log level of the pipeline's own logs."),
+    Setting("DD_API_KEY", None, "Datadog API key; without it the sink runs dry.", secret=True),
+    Setting("DD_SITE", "datadoghq.com", "Datadog site."),
+    Setting("DD_URL", None, "One base URL that replaces every Datadog intake host (proxies, tests)."),
+    Setting("DD_TAGS", None, "Global tags added to every metric and log (env:prod,team:iam)."),
+    Setting("DD_SERVICE", "okta-workflows", "Service of emitted logs and tags."),
+    Setting("DD_ENV", None, "Env of emitted logs and tags."),
+    Setting("ELS_DRY_RUN_FILE", "var/datadog-dry-run.ndjson", "Where the dry-run sink writes what it would send."),
+)
+
+BY_ENV = {s.env: s for s in SETTINGS}
+
+
+def _convert(setting: Setting, raw: str | None) -> Any:
+    if raw is None or raw == "":
+        raw = setting.default
+    if raw is None:
+        return None
+    if setting.kind is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return setting.kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{setting.env}={'***' if setting.secret else raw!r} is not a valid {setting.kind.__name__}") from exc
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message never contains a secret."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The settings as typed values; attribute names are the env names lower-cased."""
+
+    kafka_bootstrap_servers: str
+    els_raw_topic: str
+    els_deadletter_topic: str
+    els_out_topic: str
+    els_partitions: int
+    els_ingest_host: str
+    els_ingest_port: int
+    els_auth_tokens: str | None
+    els_auth_disabled: bool
+    els_auth_header: str
+    els_max_body_bytes: int
+    els_ack_timeout_seconds: float
+    els_window_seconds: int
+    els_flush_seconds: float
+    els_lateness_seconds: int
+    els_chain_quiet_seconds: int
+    els_chain_timeout_seconds: int
+    els_web_port: int
+    els_monthly_step_limit: int | None
+    els_metric_prefix: str
+    els_logs: str
+    els_rebalance_timeout_seconds: float
+    els_log_level: str
+    dd_api_key: str | None
+    dd_site: str
+    dd_url: str | None
+    dd_tags: str | None
+    dd_service: str
+    dd_env: str | None
+    els_dry_run_file: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        env = os.environ if environ is None else environ
+        values = {s.env.lower(): _convert(s, env.get(s.env)) for s in SETTINGS}
+        values.update(overrides)
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.els_partitions < 1:
+            raise ConfigError("ELS_PARTITIONS must be at least 1")
+        if self.els_window_seconds < 1:
+            raise ConfigError("ELS_WINDOW_SECONDS must be at least 1")
+        if self.els_flush_seconds <= 0:
+            raise ConfigError("ELS_FLUSH_SECONDS must be positive")
+        unknown = set(self.logs_enabled) - {"failures", "chains", "events"}
+        if unknown:
+            raise ConfigError(f"ELS_LOGS has unknown kinds {sorted(unknown)}; use failures, chains, events or none")
+
+    @property
+    def auth_tokens(self) -> list[str]:
+        return [t.strip() for t in (self.els_auth_tokens or "").split(",") if t.strip()]
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]
+
+    @property
+    def logs_enabled(self) -> frozenset[str]:
+        items = {s.strip().lower() for s in self.els_logs.split(",") if s.strip()}
+        return frozenset() if items <= {"none"} else frozenset(items - {"none"})
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings for a start-up log line, secrets shown only as set/unset."""
+        out = {}
+        for f in fields(self):
+            setting = BY_ENV[f.name.upper()]
+            value = getattr(self, f.name)
+            out[setting.env] = ("<set>" if value else "<unset>") if setting.secret else value
+        return out

@@ -1,0 +1,65 @@
+"""Structured (JSON lines) logging for every process of the pipeline.
+
+One line per log record with `ts`, `level`, `logger`, `msg` and any `extra=` fields, so operators can parse
+the pipeline's own logs. Secrets are never passed to loggers; as a second line of defence, every configured
+secret value is masked in formatted output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import orjson
+
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+_secrets: list[str] = []
+
+
+def register_secrets(values) -> None:
+    """Values that must never appear in a log line (tokens, API keys)."""
+    for v in values:
+        if v and len(v) >= 4 and v not in _secrets:
+            _secrets.append(v)
+
+
+def _mask(text: str) -> str:
+    for s in _secrets:
+        if s in text:
+            text = text.replace(s, "***")
+    return text
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for k, v in record.__dict__.items():
+            if k not in _RESERVED and not k.startswith("_"):
+                out[k] = v
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return _mask(orjson.dumps(out, default=str).decode())
+
+
+def setup(level: str | None = None) -> None:
+    """Install the JSON formatter on the root logger (idempotent)."""
+    level = (level or os.environ.get("ELS_LOG_LEVEL") or "INFO").upper()
+    root = logging.getLogger()
+    for h in root.handlers:
+        if isinstance(h.formatter, JsonFormatter):
+            root.setLevel(level)
+            return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Libraries are chatty at INFO about every (re)connection; keep their warnings.
+    for noisy in ("aiokafka", "kafka", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

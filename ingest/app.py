@@ -1,0 +1,191 @@
+"""The ELS webhook: authenticate, unwrap, write to Kafka, and answer 202 only after Kafka acknowledged.
+
+Status codes are the contract's: 202 accepted (with counts), 400 nothing usable (the body is dead-lettered),
+401 bad secret (nothing written), 413 too large (a prefix is dead-lettered), 503 + Retry-After when Kafka does
+not acknowledge in time. Anything a client sends is answered with one of those, never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+
+import orjson
+from aiohttp import http_exceptions, web
+
+web_exceptions_payload = (http_exceptions.HttpProcessingError, asyncio.IncompleteReadError, ValueError)
+
+from els.config import Config
+from ingest.auth import Authenticator
+from ingest.envelope import BodyError, Reject, unwrap
+from ingest.kafka import KafkaWriter, NotAcknowledged
+
+log = logging.getLogger("els.ingest")
+
+DEADLETTER_PREFIX_BYTES = 64 * 1024  # how much of an oversized body is kept in the dead-letter topic
+RETRY_AFTER_SECONDS = "5"
+STATS_EVERY_SECONDS = 60.0
+# We decompress ourselves, bounded, and keep the original bytes of an unusable body for the dead-letter topic.
+SERVER_OPTIONS = {"auto_decompress": False}
+
+CONFIG = web.AppKey("config", Config)
+WRITER = web.AppKey("writer", KafkaWriter)
+STATS = web.AppKey("stats", Counter)
+AUTH = web.AppKey("auth", Authenticator)
+
+
+def _json(status: int, body: dict, headers: dict | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+async def _read_body(request: web.Request, limit: int) -> tuple[bytes, bool]:
+    """The body, read up to limit+1 bytes: (bytes, too_large)."""
+    if request.content_length is not None and request.content_length > limit:
+        prefix = await request.content.read(DEADLETTER_PREFIX_BYTES)
+        return prefix, True
+    chunks, size = [], 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            chunks.append(chunk)
+            return b"".join(chunks)[:DEADLETTER_PREFIX_BYTES], True
+        chunks.append(chunk)
+    return b"".join(chunks), False
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def post_events(request: web.Request) -> web.Response:
+    app = request.app
+    cfg, writer, stats = app[CONFIG], app[WRITER], app[STATS]
+    stats["requests"] += 1
+    if not app[AUTH].check(request.headers):
+        stats["status_401"] += 1
+        return _json(401, {"error": f"missing or invalid secret in the {cfg.els_auth_header} header"},
+                     {"WWW-Authenticate": "Bearer"})
+    received_ms = _now_ms()
+    encoding = request.headers.get("Content-Encoding")
+    dl_headers = {k: v for k, v in (("content_type", request.headers.get("Content-Type")),
+                                    ("content_encoding", encoding)) if v}
+    try:
+        body, too_large = await _read_body(request, cfg.els_max_body_bytes)
+    except web_exceptions_payload as exc:
+        stats["status_400"] += 1
+        return _json(400, {"error": f"unreadable request body: {exc}"})
+    stats["bytes_in"] += len(body)
+    if too_large:
+        return await _refuse(writer, stats, 413, f"body is larger than {cfg.els_max_body_bytes} bytes",
+                             body, received_ms, {**dl_headers, "truncated": "true"})
+    try:
+        result = unwrap(body, encoding, cfg.els_max_body_bytes)
+    except BodyError as exc:
+        return await _refuse(writer, stats, exc.status, exc.reason, body, received_ms, dl_headers)
+    try:
+        await writer.write(result.events, result.rejects, received_ms, extra_headers=dl_headers)
+    except NotAcknowledged as exc:
+        stats["status_503"] += 1
+        log.warning("answering 503: %s", exc)
+        return _json(503, {"error": str(exc)}, {"Retry-After": RETRY_AFTER_SECONDS})
+    stats["status_202"] += 1
+    stats["events_accepted"] += len(result.events)
+    stats["items_rejected"] += len(result.rejects)
+    return _json(202, {"accepted": len(result.events), "rejected": len(result.rejects)})
+
+
+async def _refuse(writer: KafkaWriter, stats: Counter, status: int, reason: str, body: bytes, received_ms: int,
+                  headers: dict[str, str]) -> web.Response:
+    """Keep the unusable body in the dead-letter topic, then answer 4xx (503 if even that cannot be written)."""
+    try:
+        await writer.write([], [Reject(reason, body)], received_ms, extra_headers=headers)
+    except NotAcknowledged as exc:
+        stats["status_503"] += 1
+        return _json(503, {"error": f"{reason}; and it could not be kept: {exc}"}, {"Retry-After": RETRY_AFTER_SECONDS})
+    stats[f"status_{status}"] += 1
+    stats["items_rejected"] += 1
+    return _json(status, {"error": reason})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json(200, {"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if await request.app[WRITER].ready():
+        return _json(200, {"status": "ready"})
+    return _json(503, {"status": "not ready", "reason": "cannot reach Kafka"}, {"Retry-After": RETRY_AFTER_SECONDS})
+
+
+@web.middleware
+async def never_500(request: web.Request, handler):
+    """An unexpected bug must not leak a stack trace or a 500 for client input: log it, answer 503 (retry)."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("unexpected error handling %s %s", request.method, request.path)
+        return _json(503, {"error": "internal error; retry later"}, {"Retry-After": RETRY_AFTER_SECONDS})
+
+
+async def _log_stats(app: web.Application) -> None:
+    last = Counter()
+    while True:
+        await asyncio.sleep(STATS_EVERY_SECONDS)
+        _emit_stats(app, last)
+
+
+def _emit_stats(app: web.Application, last: Counter) -> None:
+    now = Counter(app[STATS])
+    delta = now - last
+    if delta:
+        log.info("ingest stats", extra={"interval_s": STATS_EVERY_SECONDS, **dict(delta)})
+    last.clear()
+    last.update(now)
+
+
+def create_app(cfg: Config) -> web.Application:
+    """The aiohttp application; Kafka connects in the background when it starts."""
+    auth = Authenticator(cfg.auth_tokens, cfg.els_auth_header, cfg.els_auth_disabled)
+    # aiohttp's own limit is a backstop above ours: we read the body ourselves to dead-letter a prefix.
+    app = web.Application(client_max_size=cfg.els_max_body_bytes * 2 + 1024, middlewares=[never_500])
+    app[CONFIG] = cfg
+    app[WRITER] = KafkaWriter(cfg)
+    app[STATS] = Counter()
+    app[AUTH] = auth
+    app.router.add_post("/v1/events", post_events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+    async def lifecycle(app: web.Application):
+        app[WRITER].start()
+        stats_task = asyncio.get_running_loop().create_task(_log_stats(app))
+        yield
+        stats_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stats_task
+        await app[WRITER].stop()
+        _emit_stats(app, Counter())
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def run(cfg: Config) -> None:
+    """`els ingest`: serve until SIGINT/SIGTERM; in-flight requests finish and accepted events are flushed."""
+    app = create_app(cfg)
+    if cfg.els_auth_disabled:
+        log.warning("ELS_AUTH_DISABLED=1: accepting events without a secret (development only)")
+    log.info("ingest listening", extra={"url": f"http://{cfg.els_ingest_host}:{cfg.els_ingest_port}/v1/events",
+                                        "raw_topic": cfg.els_raw_topic, "secrets": len(cfg.auth_tokens)})
+    web.run_app(app, host=cfg.els_ingest_host, port=cfg.els_ingest_port, print=None, shutdown_timeout=15,
+                access_log=None, handle_signals=True, **SERVER_OPTIONS)

@@ -1,0 +1,160 @@
+"""Ingest's Kafka side: write accepted events and dead letters, and answer only once Kafka acknowledged.
+
+The producer uses acks=all, and the idempotent producer when the broker supports it (the embedded broker does
+not: it answers InitProducerId with an error, and we fall back with a warning; the processor removes the
+duplicates a retried send can create). The HTTP server starts even while Kafka is unreachable: it answers 503
+until a background task has connected and created the topics, so a broker restart never needs an ingest one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from els.config import Config
+from els.topics import ensure_topics
+
+log = logging.getLogger("els.ingest.kafka")
+
+
+class NotAcknowledged(Exception):
+    """Kafka did not acknowledge in time (or refused): the client must retry, nothing may be answered 2xx."""
+
+
+def _headers(ik: str | None, received_ms: int, extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
+    headers = [("received_at", str(received_ms).encode())]
+    if ik is not None:
+        headers.append(("idempotency_key", ik.encode()))
+    for k, v in (extra or {}).items():
+        headers.append((k, v.encode("utf-8", "replace")))
+    return headers
+
+
+class KafkaWriter:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.producer: AIOKafkaProducer | None = None
+        self.idempotent = False
+        self._connect_task: asyncio.Task | None = None
+        self._ready_cache: tuple[float, bool] = (0.0, False)
+        self._recheck_topics = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._connect_task = asyncio.get_running_loop().create_task(self._connect_forever())
+
+    async def _ensure_topics(self) -> None:
+        await ensure_topics(self.cfg.kafka_bootstrap_servers,
+                            [self.cfg.els_raw_topic, self.cfg.els_deadletter_topic], self.cfg.els_partitions)
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._ensure_topics()
+                self.producer = await self._start_producer()
+                log.info("connected to Kafka", extra={"bootstrap": self.cfg.kafka_bootstrap_servers,
+                                                      "idempotent": self.idempotent})
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure to connect is retried: the broker may come up later
+                log.warning("Kafka not reachable yet; retrying", extra={"error": repr(exc), "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _new_producer(self, idempotent: bool) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.cfg.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=idempotent,
+            linger_ms=2,  # concurrent requests share a produce request
+            request_timeout_ms=max(int(self.cfg.els_ack_timeout_seconds * 1000), 5000),
+            max_request_size=max(self.cfg.els_max_body_bytes * 2, 1 << 20),
+        )
+
+    async def _start_producer(self) -> AIOKafkaProducer:
+        producer = self._new_producer(idempotent=True)
+        try:
+            await producer.start()
+            self.idempotent = True
+            return producer
+        except KafkaError as exc:
+            await producer.stop()
+            log.warning("broker refuses the idempotent producer; using acks=all without it "
+                        "(a retried send may duplicate; the processor deduplicates on idempotency_key)",
+                        extra={"error": repr(exc)})
+        producer = self._new_producer(idempotent=False)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self.idempotent = False
+        return producer
+
+    async def stop(self) -> None:
+        """Flush everything accepted, then disconnect."""
+        if self._connect_task and not self._connect_task.done():
+            self._connect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connect_task
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.producer.flush(), 10)
+            await self.producer.stop()
+            self.producer = None
+
+    # -- writing -----------------------------------------------------------------------------------------
+    async def write(self, events, rejects, received_ms: int, stage: str = "ingest",
+                    extra_headers: dict[str, str] | None = None) -> None:
+        """Produce events to the raw topic and rejects to the dead-letter topic; return once all are acked."""
+        producer = self.producer
+        if producer is None:
+            raise NotAcknowledged("not connected to Kafka yet")
+        try:
+            async with asyncio.timeout(self.cfg.els_ack_timeout_seconds):
+                if self._recheck_topics:
+                    # After an outage the broker may be a new one (the embedded broker keeps nothing): recreate
+                    # the topics with the right partition count before writing, instead of letting it guess.
+                    await self._ensure_topics()
+                    self._recheck_topics = False
+                futures = []
+                for ev in events:
+                    futures.append(await producer.send(
+                        self.cfg.els_raw_topic, value=ev.value, key=ev.key,
+                        headers=_headers(ev.idempotency_key, received_ms)))
+                for rej in rejects:
+                    futures.append(await producer.send(
+                        self.cfg.els_deadletter_topic, value=rej.raw,
+                        headers=_headers(None, received_ms, {"reason": rej.reason, "stage": stage,
+                                                             **(extra_headers or {})})))
+                if futures:
+                    await asyncio.gather(*futures)
+        except TimeoutError:
+            self._recheck_topics = True
+            raise NotAcknowledged(f"Kafka did not acknowledge within {self.cfg.els_ack_timeout_seconds}s") from None
+        except (KafkaError, OSError) as exc:
+            self._recheck_topics = True
+            raise NotAcknowledged(f"Kafka refused the write: {exc!r}") from None
+
+    async def ready(self) -> bool:
+        """True when the producer can reach the broker (cached for a second: probes are cheap but not free)."""
+        at, ok = self._ready_cache
+        if time.monotonic() - at < 1.0:
+            return ok
+        ok = False
+        if self.producer is not None:
+            client = self.producer.client
+            try:
+                async with asyncio.timeout(2):
+                    ok = await client.ready(client.get_random_node())
+            except (TimeoutError, KafkaError, OSError):
+                ok = False
+        self._ready_cache = (time.monotonic(), ok)
+        return ok
