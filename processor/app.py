@@ -1,0 +1,150 @@
+"""The Faust worker: raw events in, partial aggregates and logs out to the outbox.
+
+`faust -A processor.app worker` and `els process` both run this module's `app`. The agent takes batches of
+raw records, hands each partition's share to the engine (processor/engine.py), waits until Kafka acknowledged
+the outputs, and only then writes the new state to the tables. A leader-only timer sends a tick record into
+every raw partition each ELS_FLUSH_SECONDS: ticks travel with the events, so window closing and emission
+happen inside the stream, in order, for every partition, also after restarts and rebalances (Faust's own
+on_window_close is not used; see PRODUCT.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections import defaultdict
+
+import faust
+import orjson
+
+from els import logs as els_logs
+from els.config import Config
+from processor.engine import TICK_HEADER, TICK_KEY, Engine, Record, Settings
+
+log = logging.getLogger("els.processor")
+
+BATCH_MAX = 2000
+BATCH_WITHIN_SECONDS = 0.2
+
+_partition: contextvars.ContextVar[int | None] = contextvars.ContextVar("els_partition", default=None)
+
+
+class PartitionedTable(faust.Table):
+    """A table whose changelog partition is the raw partition the state belongs to, set explicitly.
+
+    Faust derives it from the "current event", which for a batch is just the last event of the batch,
+    possibly of another partition; state written there would be restored on the wrong worker.
+    """
+
+    def partition_for_key(self, key):
+        p = _partition.get()
+        return super().partition_for_key(key) if p is None else p
+
+
+def settings_from(cfg: Config, replay: bool = False) -> Settings:
+    return Settings(window_ms=cfg.els_window_seconds * 1000, lateness_ms=cfg.els_lateness_seconds * 1000,
+                    quiet_ms=cfg.els_chain_quiet_seconds * 1000, timeout_ms=cfg.els_chain_timeout_seconds * 1000,
+                    logs=cfg.logs_enabled, replay=replay)
+
+
+def create_app(cfg: Config) -> faust.App:
+    els_logs.register_secrets([cfg.dd_api_key or ""])
+    app = faust.App(
+        "els-processor",
+        broker=[f"kafka://{h}" for h in cfg.bootstrap_list],
+        topic_partitions=cfg.els_partitions,
+        topic_replication_factor=1,
+        broker_rebalance_timeout=cfg.els_rebalance_timeout_seconds,
+        consumer_auto_offset_reset="earliest",
+        store="memory://",
+        web_port=cfg.els_web_port,
+        web_bind="0.0.0.0",
+        autodiscover=False,
+        producer_acks=-1,
+        logging_config=None,
+    )
+    raw_topic = app.topic(cfg.els_raw_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                          value_serializer="raw", partitions=cfg.els_partitions)
+    out_topic = app.topic(cfg.els_out_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                          value_serializer="raw", partitions=cfg.els_partitions)
+    dl_topic = app.topic(cfg.els_deadletter_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=cfg.els_partitions)
+
+    def table(name: str, help_: str) -> faust.Table:
+        return app.tables.add(PartitionedTable(app, name=name, beacon=app.tables.beacon, key_type=str,
+                                               key_serializer="raw", value_serializer="json",
+                                               partitions=cfg.els_partitions, help=help_))
+
+    chains = table("chains", "Open chains and recently closed chain markers, by root execution id.")
+    windows = table("windows", "Per-partition window aggregates: '<partition>|<group>|<window start ms>'.")
+    engine = Engine(settings_from(cfg), chains, windows)
+    app.els = {"cfg": cfg, "engine": engine, "chains": chains, "windows": windows, "raw": raw_topic,
+               "out": out_topic, "stats": defaultdict(int)}
+    stats = app.els["stats"]
+
+    @app.agent(raw_topic)
+    async def process(stream):
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_SECONDS):
+            by_partition: dict[int, list[Record]] = defaultdict(list)
+            for e in events:
+                m = e.message
+                by_partition[m.partition].append(
+                    Record(m.offset, m.key, m.value, dict(m.headers or ()), m.timestamp and int(m.timestamp * 1000)))
+            for p, records in by_partition.items():
+                out, chain_writes, window_writes = engine.step(p, records)
+                pending = []
+                for value, reason in out.deadletters:
+                    pending.append(await dl_topic.send(value=value, headers={"reason": reason.encode(),
+                                                                              "stage": b"processor"}))
+                for key, value in out.partials + out.logs:
+                    pending.append(await out_topic.send(key=key, value=orjson.dumps(value)))
+                if pending:
+                    await asyncio.gather(*pending)
+                token = _partition.set(p)
+                try:
+                    for key, value in chain_writes.items():
+                        _write(chains, key, value)
+                    for key, value in window_writes.items():
+                        _write(windows, key, value)
+                finally:
+                    _partition.reset(token)
+                stats["records"] += len(records)
+                stats["partials"] += len(out.partials)
+                stats["logs"] += len(out.logs)
+                stats["deadletters"] += len(out.deadletters)
+
+    @app.timer(cfg.els_flush_seconds, on_leader=True)
+    async def tick():
+        now = int(time.time() * 1000)
+        value = orjson.dumps({"tick": now})
+        futures = [await raw_topic.send(key=TICK_KEY, value=value, partition=p, headers={TICK_HEADER: b"tick"})
+                   for p in range(cfg.els_partitions)]
+        await asyncio.gather(*futures)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app_, assigned, **kwargs):
+        for p in range(cfg.els_partitions):
+            engine.forget_partition(p)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app_, revoked, **kwargs):
+        for p in range(cfg.els_partitions):
+            engine.forget_partition(p)
+
+    from processor import web
+
+    web.register(app)
+    return app
+
+
+def _write(table, key, value) -> None:
+    if value is None:
+        if key in table:
+            del table[key]
+    else:
+        table[key] = value
+
+
+app = create_app(Config.from_env())

@@ -1,0 +1,295 @@
+"""One raw partition's step: dedup -> correlate -> aggregate -> emit, for a batch of records.
+
+Independent of Faust, so the live worker (Faust tables as the store), the replay command (a plain dict) and the
+unit tests run the very same logic. The store holds two kinds of records, both stamped with `off`, the last raw
+offset whose effects they contain (see docs/design.md, "Exactness under crashes"):
+- chains: root execution id -> Chain.to_dict()
+- windows: "<partition>|<group>|<window start ms>" -> {"bag", "off", "closed", "dirty", "emitted_ms"}, and
+  "<partition>|clock" -> {"now", "off"}.
+Outputs (outbox partials and logs, dead letters) are returned to the caller, which must get them acknowledged by
+Kafka before it writes the new state: a state record that says "done" is never ahead of what was emitted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from processor import chains as chainlib
+from processor.aggregate import Bag, add_chain, add_event, add_org_steps, window_start
+from processor.logs import chain_log, event_log, failure_log
+from processor.model import InvalidEvent, parse_event
+
+log = logging.getLogger("els.processor")
+
+TICK_KEY = b"__tick__"
+TICK_HEADER = "els-kind"
+CLOSED_RETENTION_MS = 120_000  # closed window markers outlive the close by this much (see docs/design.md)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A raw-topic record as the engine needs it."""
+
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    timestamp_ms: int
+
+
+@dataclass(slots=True)
+class Settings:
+    window_ms: int
+    lateness_ms: int
+    quiet_ms: int
+    timeout_ms: int
+    logs: frozenset[str]
+    replay: bool = False  # clock = highest event time seen, instead of the last tick
+
+
+@dataclass(slots=True)
+class Outputs:
+    partials: list[tuple[bytes, dict]] = field(default_factory=list)  # (outbox key, value)
+    logs: list[tuple[bytes, dict]] = field(default_factory=list)
+    deadletters: list[tuple[bytes, str]] = field(default_factory=list)  # (original bytes, reason)
+
+
+def is_tick(rec: Record) -> bool:
+    return rec.key == TICK_KEY and rec.headers.get(TICK_HEADER) == b"tick"
+
+
+class Engine:
+    """Applies batches of one partition's records to the store and says what to emit."""
+
+    def __init__(self, settings: Settings, chains: MutableMapping, windows: MutableMapping):
+        self.s = settings
+        self.chains = chains
+        self.windows = windows
+        # in-memory indexes of what each partition holds, rebuilt from the store after an assignment
+        self._open_chains: dict[int, set[str]] = {}
+        self._closed_chains: dict[int, dict[str, int]] = {}  # root -> closed_ms
+        self._window_keys: dict[int, set[str]] = {}
+        self._last_advance: dict[int, int] = {}
+
+    # -- indexes ------------------------------------------------------------------------------------------
+    def forget_partition(self, p: int) -> None:
+        """Drop the indexes of a partition (revoked, or restored anew): they are rebuilt from the store."""
+        self._open_chains.pop(p, None)
+        self._closed_chains.pop(p, None)
+        self._window_keys.pop(p, None)
+
+    def _index(self, p: int) -> tuple[set[str], set[str]]:
+        if p not in self._open_chains:
+            mine = [(root, chainlib.Chain.from_dict(d)) for root, d in list(self.chains.items()) if d.get("p") == p]
+            self._open_chains[p] = {root for root, ch in mine if not ch.closed}
+            self._closed_chains[p] = {root: ch.closed_ms for root, ch in mine if ch.closed}
+            prefix = f"{p}|"
+            self._window_keys[p] = {k for k in list(self.windows.keys())
+                                    if k.startswith(prefix) and not k.endswith("|clock")}
+        return self._open_chains[p], self._window_keys[p]
+
+    # -- the step -----------------------------------------------------------------------------------------
+    def step(self, p: int, records: list[Record]) -> tuple[Outputs, dict, dict]:
+        """Process one partition's batch; return outputs and the chain/window records to write (None = delete)."""
+        s = self.s
+        out = Outputs()
+        open_chains, window_keys = self._index(p)
+        chain_cache: dict[str, chainlib.Chain] = {}
+        win_cache: dict[str, dict] = {}
+        deleted_chains: set[str] = set()
+        clock_key = f"{p}|clock"
+        clock = dict(self.windows.get(clock_key) or {"now": 0, "off": -1})
+
+        def window(group: str, ws: int) -> tuple[str, dict]:
+            key = f"{p}|{group}|{ws}"
+            rec = win_cache.get(key)
+            if rec is None:
+                stored = self.windows.get(key)
+                rec = dict(stored) if stored else {"bag": None, "off": -1, "closed": False, "dirty": False,
+                                                   "emitted_ms": 0, "group": group, "ws": ws}
+                rec["_bag"] = Bag.from_dict(rec["bag"]) if rec.get("bag") else Bag()
+                win_cache[key] = rec
+                window_keys.add(key)
+            return key, rec
+
+        def bump(group: str, ws: int, off: int, fn) -> bool:
+            """Apply fn(bag) to a window unless it already holds this offset's effects; False if it is closed."""
+            _, rec = window(group, ws)
+            if rec["closed"]:
+                return rec["off"] >= off  # already there (re-processing) counts as success
+            if rec["off"] < off:
+                fn(rec["_bag"])
+                rec["off"] = off
+                rec["dirty"] = True
+            return True
+
+        def pipeline_count(metric: str, ws: int, off: int, n: int = 1) -> None:
+            bump("pipeline", ws, off, lambda b: b.count(metric, n))
+
+        def get_chain(root: str) -> chainlib.Chain:
+            ch = chain_cache.get(root)
+            if ch is None:
+                stored = self.chains.get(root)
+                ch = chainlib.Chain.from_dict(stored) if stored else chainlib.new_chain(root, p)
+                chain_cache[root] = ch
+                deleted_chains.discard(root)
+            return ch
+
+        for rec in records:
+            o = rec.offset
+            if is_tick(rec):
+                if not s.replay:
+                    try:
+                        tick_ms = int(orjson.loads(rec.value)["tick"])
+                    except (ValueError, KeyError, TypeError):
+                        continue
+                    clock["now"] = max(clock["now"], tick_ms)
+                    self._advance(p, o, clock["now"], out, get_chain, window, bump, open_chains, window_keys,
+                                  chain_cache, win_cache, deleted_chains)
+                continue
+            received_ms = _int_header(rec.headers.get("received_at")) or rec.timestamp_ms
+            try:
+                ev = parse_event(rec.value, received_ms)
+            except InvalidEvent as exc:
+                out.deadletters.append((rec.value, exc.reason))
+                pipeline_count("pipeline.deadletters", window_start(clock["now"] or received_ms, s.window_ms), o)
+                continue
+            if s.replay and ev.timestamp_ms > clock["now"]:
+                clock["now"] = ev.timestamp_ms
+            news_ms = clock["now"] if s.replay else max(clock["now"], received_ms)
+            ch = get_chain(ev.root_execution_id)
+            verdict = chainlib.apply(ch, ev, o, news_ms)
+            ch.off = max(ch.off, o)
+            if not ch.closed:
+                open_chains.add(ch.root)
+            arrival_ws = window_start(news_ms, s.window_ms)
+            if verdict == "duplicate":
+                pipeline_count("pipeline.duplicates", arrival_ws, o)
+                continue
+            ws = window_start(ev.timestamp_ms, s.window_ms)
+            pipeline_count("pipeline.events_in", arrival_ws, o)
+            if clock["now"] and ws + s.window_ms + s.lateness_ms <= clock["now"]:
+                landed = False
+            else:
+                landed = bump(f"flow:{ev.flow_id or 'unknown'}", ws, o, lambda b, ev=ev: add_event(b, ev))
+            if not landed:
+                pipeline_count("pipeline.late_events", arrival_ws, o)
+                log.info("late event counted in pipeline.late_events, not in its window",
+                         extra={"execution_id": ev.execution_id, "timestamp_ms": ev.timestamp_ms,
+                                "window_start_ms": ws, "clock_ms": clock["now"]})
+            elif ev.org_name and ev.step_count and ev.outcome:
+                month = _month_start(ev.timestamp_ms)
+                bump(f"org:{ev.org_name}", month, o, lambda b, ev=ev: add_org_steps(b, ev))
+            if ev.event_type == "FLOW_FAIL" and "failures" in s.logs:
+                out.logs.append((ev.root_execution_id.encode(), failure_log(ev, chainlib.path_to(ch, ev.execution_id))))
+            elif "events" in s.logs:
+                out.logs.append((ev.root_execution_id.encode(), event_log(ev)))
+            if s.replay:
+                self._advance(p, o, clock["now"], out, get_chain, window, bump, open_chains, window_keys,
+                              chain_cache, win_cache, deleted_chains, only_if_due=True)
+
+        if records:
+            clock["off"] = max(clock["off"], records[-1].offset)
+        if s.replay and records:
+            self._advance(p, records[-1].offset, clock["now"], out, get_chain, window, bump, open_chains,
+                          window_keys, chain_cache, win_cache, deleted_chains)
+
+        chain_writes: dict[str, dict | None] = {root: ch.to_dict() for root, ch in chain_cache.items()
+                                                if root not in deleted_chains}
+        for root in deleted_chains:
+            chain_writes[root] = None
+        window_writes: dict[str, dict | None] = {}
+        for key, rec in win_cache.items():
+            if rec.get("_delete"):
+                window_writes[key] = None
+                window_keys.discard(key)
+                continue
+            rec = {k: v for k, v in rec.items() if not k.startswith("_")} | {"bag": rec["_bag"].to_dict()}
+            window_writes[key] = rec
+        window_writes[clock_key] = clock
+        return out, chain_writes, window_writes
+
+    def _advance(self, p, off, now, out, get_chain, window, bump, open_chains, window_keys, chain_cache, win_cache,
+                 deleted_chains, only_if_due: bool = False) -> None:
+        """At clock `now` (a tick, or the event-time watermark): close chains and windows, emit what is due."""
+        s = self.s
+        if only_if_due and now - self._last_advance.get(p, 0) < s.window_ms // 4:
+            return
+        self._last_advance[p] = now
+        for root in list(open_chains):
+            ch = get_chain(root)
+            if ch.closed:
+                open_chains.discard(root)
+                continue
+            status = chainlib.close_due(ch, now, s.quiet_ms, s.timeout_ms)
+            if status is None:
+                continue
+            summary = chainlib.close(ch, status, now)
+            ch.off = max(ch.off, off)
+            open_chains.discard(root)
+            end_ms = summary.get("end_ms") or now
+            group = f"chain:{summary.get('root_flow_id') or 'unknown'}"
+            bump(group, window_start(end_ms, s.window_ms), off, lambda b, sm=summary: add_chain(b, sm))
+            if "chains" in s.logs:
+                out.logs.append((root.encode(), chain_log(summary)))
+            self._closed_chains[p][root] = now
+        # closed chain markers past the lateness horizon are deleted: later duplicates are too late anyway
+        closed = self._closed_chains[p]
+        for root, closed_ms in list(closed.items()):
+            if closed_ms + s.lateness_ms <= now:
+                deleted_chains.add(root)
+                del closed[root]
+                chain_cache.pop(root, None)
+        for key in list(window_keys):
+            _, rec = window(*_split_window_key(key))
+            end = rec["ws"] + (_month_length(rec["ws"]) if rec["group"].startswith("org:") else s.window_ms)
+            if rec["closed"]:
+                if end + s.lateness_ms + CLOSED_RETENTION_MS <= now:
+                    rec["_delete"] = True
+                continue
+            closing = end + s.lateness_ms <= now
+            if closing or rec["dirty"]:
+                out.partials.append(_partial(p, rec, off, final=closing))
+                rec["dirty"] = False
+                rec["emitted_ms"] = now
+            if closing:
+                rec["closed"] = True
+                rec["off"] = max(rec["off"], off)
+
+
+def _partial(p: int, rec: dict, off: int, final: bool) -> tuple[bytes, dict]:
+    return (f"{rec['group']}|{rec['ws']}".encode(),
+            {"kind": "partial", "p": p, "group": rec["group"], "ws": rec["ws"], "seq": off, "final": final,
+             "bag": rec["_bag"].to_dict()})
+
+
+def _split_window_key(key: str) -> tuple[str, int]:
+    """"<p>|<group>|<ws>" -> (group, ws); a group may itself contain '|'."""
+    group, ws = key.split("|", 1)[1].rsplit("|", 1)
+    return group, int(ws)
+
+
+def _int_header(v: bytes | None) -> int | None:
+    try:
+        return int(v) if v else None
+    except ValueError:
+        return None
+
+
+def _month_start(ms: int) -> int:
+    import datetime as dt
+
+    d = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return int(dt.datetime(d.year, d.month, 1, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def _month_length(start_ms: int) -> int:
+    import datetime as dt
+
+    d = dt.datetime.fromtimestamp(start_ms / 1000, dt.UTC)
+    nxt = dt.datetime(d.year + (d.month == 12), d.month % 12 + 1, 1, tzinfo=dt.UTC)
+    return int(nxt.timestamp() * 1000) - start_ms
