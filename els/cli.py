@@ -60,10 +60,41 @@ def cmd_ingest(args, names) -> int:
     return 0
 
 
+PROCESS = ["ELS_WINDOW_SECONDS", "ELS_FLUSH_SECONDS", "ELS_LATENESS_SECONDS", "ELS_CHAIN_QUIET_SECONDS",
+           "ELS_CHAIN_TIMEOUT_SECONDS", "ELS_WEB_PORT", "ELS_REBALANCE_TIMEOUT_SECONDS", "ELS_LOGS",
+           "ELS_METRIC_PREFIX", "ELS_MONTHLY_STEP_LIMIT"]
+
+
+def cmd_process(args, names) -> int:
+    """Create the topics with ELS_PARTITIONS, then hand over to Faust's own worker command."""
+    import asyncio
+
+    from els.topics import ensure_topics
+
+    cfg = _apply(args, names)
+    asyncio.run(ensure_topics(cfg.kafka_bootstrap_servers,
+                              [cfg.els_raw_topic, cfg.els_deadletter_topic, cfg.els_out_topic], cfg.els_partitions))
+    from faust.cli.faust import cli
+
+    sys.argv = ["faust", "-A", "processor.app", "worker", "-l", cfg.els_log_level.lower(),
+                "--web-port", str(cfg.els_web_port)]
+    return cli()
+
+
+def cmd_up(args, names) -> int:
+    from els.up import run
+
+    return run(_apply(args, names))
+
+
 COMMANDS = {
     "broker": (cmd_broker, "the embedded Kafka-compatible broker (Tansu, memory storage) for development",
                ["KAFKA_BOOTSTRAP_SERVERS"] + COMMON),
     "ingest": (cmd_ingest, "the ELS webhook endpoint (POST /v1/events)", KAFKA + TOPICS[:2] + INGEST + COMMON),
+    "process": (cmd_process, "the Faust worker: dedup, correlate, aggregate, emit to the outbox",
+                KAFKA + TOPICS + PROCESS + COMMON),
+    "up": (cmd_up, "broker + ingest + processor in one foreground process group (no Docker needed)",
+           KAFKA + TOPICS + INGEST + PROCESS + COMMON),
 }
 
 

@@ -185,9 +185,9 @@ class Engine:
                 month = _month_start(ev.timestamp_ms)
                 bump(f"org:{ev.org_name}", month, o, lambda b, ev=ev: add_org_steps(b, ev))
             if ev.event_type == "FLOW_FAIL" and "failures" in s.logs:
-                out.logs.append((ev.root_execution_id.encode(), failure_log(ev, chainlib.path_to(ch, ev.execution_id))))
+                out.logs.append(_log_record(ev.root_execution_id, failure_log(ev, chainlib.path_to(ch, ev.execution_id))))
             elif "events" in s.logs:
-                out.logs.append((ev.root_execution_id.encode(), event_log(ev)))
+                out.logs.append(_log_record(ev.root_execution_id, event_log(ev)))
             if s.replay:
                 self._advance(p, o, clock["now"], out, get_chain, window, bump, open_chains, window_keys,
                               chain_cache, win_cache, deleted_chains, only_if_due=True)
@@ -235,7 +235,7 @@ class Engine:
             group = f"chain:{summary.get('root_flow_id') or 'unknown'}"
             bump(group, window_start(end_ms, s.window_ms), off, lambda b, sm=summary: add_chain(b, sm))
             if "chains" in s.logs:
-                out.logs.append((root.encode(), chain_log(summary)))
+                out.logs.append(_log_record(root, chain_log(summary)))
             self._closed_chains[p][root] = now
         # closed chain markers past the lateness horizon are deleted: later duplicates are too late anyway
         closed = self._closed_chains[p]
@@ -265,6 +265,10 @@ def _partial(p: int, rec: dict, off: int, final: bool) -> tuple[bytes, dict]:
     return (f"{rec['group']}|{rec['ws']}".encode(),
             {"kind": "partial", "p": p, "group": rec["group"], "ws": rec["ws"], "seq": off, "final": final,
              "bag": rec["_bag"].to_dict()})
+
+
+def _log_record(trace_id: str, item: dict) -> tuple[bytes, dict]:
+    return trace_id.encode(), {"kind": "log", "item": item}
 
 
 def _split_window_key(key: str) -> tuple[str, int]:

@@ -1,0 +1,62 @@
+"""JSON views on the Faust web server, beside Faust's own /table/ inspection.
+
+- /els/flows/: per-flow values of the open windows and the last closed one, merged over the partitions this
+  worker owns (with several workers, ask each; the Datadog values are the merged truth).
+- /els/chains/{root}/: one chain by its root execution id, routed by Faust to the worker that owns it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from processor.aggregate import Bag, render_series
+
+
+def flow_stats(windows, window_seconds: int, prefix: str) -> dict:
+    """{flow_id: {"open": [...], "last_closed": {...}}} from the windows table's local records."""
+    merged: dict[tuple[str, int], dict] = {}
+    for key, rec in list(windows.items()):
+        if key.endswith("|clock") or not rec.get("group", "").startswith("flow:"):
+            continue
+        slot = merged.setdefault((rec["group"], rec["ws"]), {"bag": Bag(), "closed": True})
+        slot["bag"].merge(Bag.from_dict(rec["bag"]))
+        slot["closed"] &= bool(rec.get("closed"))
+    flows: dict[str, dict] = defaultdict(lambda: {"open": [], "last_closed": None})
+    for (group, ws), slot in sorted(merged.items(), key=lambda kv: kv[0][1]):
+        series = render_series(group, ws, window_seconds, slot["bag"], prefix=prefix)
+        values = {_short(s["metric"], prefix, s["tags"]): s["points"][0]["value"] for s in series}
+        entry = {"window_start_ms": ws, "labels": slot["bag"].labels, "values": values}
+        flow = flows[group.split(":", 1)[1]]
+        if slot["closed"]:
+            flow["last_closed"] = entry
+        else:
+            flow["open"].append(entry)
+    return dict(flows)
+
+
+def _short(metric: str, prefix: str, tags: list[str]) -> str:
+    name = metric[len(prefix) + 1:] if metric.startswith(prefix + ".") else metric
+    extra = [t for t in tags if not t.startswith(("flow_name:", "flow_id:", "service:", "env:"))]
+    return name + (f"{{{','.join(sorted(extra))}}}" if extra else "")
+
+
+def register(app) -> None:
+    state = app.els
+    cfg = state["cfg"]
+    chains = state["chains"]
+
+    @app.page("/els/flows/")
+    async def flows_view(web, request):
+        return web.json(flow_stats(state["windows"], cfg.els_window_seconds, cfg.els_metric_prefix))
+
+    @app.page("/els/chains/{root}/")
+    @app.table_route(table=chains, match_info="root")
+    async def chain_view(web, request, root):
+        value = chains.get(root)
+        if value is None:
+            return web.json({"error": "no open or recently closed chain with this root", "root": root}, status=404)
+        return web.json(value)
+
+    @app.page("/els/stats/")
+    async def stats_view(web, request):
+        return web.json(dict(state["stats"]))

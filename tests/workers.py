@@ -1,0 +1,128 @@
+"""Real processes for end-to-end tests: Faust workers (`els process`) and outbox readers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from els.broker import free_port
+from processor.aggregate import Bag
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+class Worker:
+    """`els process` as a child process, its output kept in test-artifacts/ for post-mortems."""
+
+    def __init__(self, env: dict[str, str], name: str = "worker"):
+        self.env = {**os.environ, **env, "ELS_WEB_PORT": env.get("ELS_WEB_PORT") or str(free_port())}
+        self.web_port = int(self.env["ELS_WEB_PORT"])
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"{name}-{env.get('ELS_RAW_TOPIC', '')}-{int(time.time() * 1000)}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Worker:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "els.cli", "process"], env=self.env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+async def produce_events(bootstrap: str, topic: str, events: list[dict]) -> None:
+    """Write events the way ingest does (key = chain root, idempotency_key header)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        now = str(int(time.time() * 1000)).encode()
+        futures = []
+        for ev in events:
+            key = (ev.get("root_execution_id") or ev["execution_id"]).encode()
+            headers = [("received_at", now), ("idempotency_key", ev["idempotency_key"].encode())]
+            futures.append(await producer.send(topic, orjson.dumps(ev), key=key, headers=headers))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+class OutboxReader:
+    """Follows the outbox and keeps, like the sink, the latest partial of every (group, window, partition)."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int):
+        self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
+        self.partials: dict[tuple[str, int, int], dict] = {}
+        self.logs: list[dict] = []
+        self.records = 0
+
+    async def __aenter__(self):
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                         auto_offset_reset="earliest")
+        await self.consumer.start()
+        tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.consumer.stop()
+
+    async def poll(self, seconds: float = 0.5) -> None:
+        batch = await self.consumer.getmany(timeout_ms=int(seconds * 1000))
+        for records in batch.values():
+            for r in records:
+                self.records += 1
+                v = orjson.loads(r.value)
+                if v["kind"] == "partial":
+                    k = (v["group"], v["ws"], v["p"])
+                    old = self.partials.get(k)
+                    if old is None or old["seq"] <= v["seq"]:
+                        self.partials[k] = v
+                else:
+                    self.logs.append(v["item"] if "item" in v else v)
+
+    def merged(self) -> dict[tuple[str, int], Bag]:
+        out: dict[tuple[str, int], Bag] = {}
+        for (group, ws, _p), v in self.partials.items():
+            out.setdefault((group, ws), Bag()).merge(Bag.from_dict(v["bag"]))
+        return out
+
+    def totals(self) -> dict[str, Bag]:
+        """One bag per group, all windows merged."""
+        out: dict[str, Bag] = {}
+        for (group, _ws), bag in self.merged().items():
+            out.setdefault(group, Bag()).merge(bag)
+        return out
+
+    async def wait_for(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await self.poll()
+            if predicate(self):
+                return True
+        return False
