@@ -121,9 +121,11 @@ class Engine:
             _, rec = window(group, ws)
             if rec["closed"]:
                 return rec["off"] >= off  # already there (re-processing) counts as success
-            if rec["off"] < off:
+            # one offset may contribute several times to one window (events_in and late_events, say)
+            if rec["off"] < off or rec.get("_applying") == off:
                 fn(rec["_bag"])
                 rec["off"] = off
+                rec["_applying"] = off
                 rec["dirty"] = True
             return True
 
