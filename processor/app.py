@@ -74,7 +74,6 @@ def create_app(cfg: Config) -> faust.App:
 
     def table(name: str, help_: str) -> faust.Table:
         return app.tables.add(PartitionedTable(app, name=name, beacon=app.tables.beacon, key_type=str,
-                                               key_serializer="raw", value_serializer="json",
                                                partitions=cfg.els_partitions, help=help_))
 
     chains = table("chains", "Open chains and recently closed chain markers, by root execution id.")

@@ -2,7 +2,8 @@
 
 - /els/flows/: per-flow values of the open windows and the last closed one, merged over the partitions this
   worker owns (with several workers, ask each; the Datadog values are the merged truth).
-- /els/chains/{root}/: one chain by its root execution id, routed by Faust to the worker that owns it.
+- /els/chains/{root}/: one chain by its root execution id, routed by Faust to the worker
+  that owns the chain's raw partition (chain state is co-partitioned with the raw topic).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def register(app) -> None:
         return web.json(flow_stats(state["windows"], cfg.els_window_seconds, cfg.els_metric_prefix))
 
     @app.page("/els/chains/{root}/")
-    @app.table_route(table=chains, match_info="root")
+    @app.topic_route(topic=state["raw"], match_info="root")  # the raw partition's owner holds the chain
     async def chain_view(web, request, root):
         value = chains.get(root)
         if value is None:

@@ -84,7 +84,13 @@ def mismatches(reader: OutboxReader, sim: Simulator) -> list[str]:
 
 
 async def wait_exact(reader: OutboxReader, sim: Simulator, timeout: float, workers: list[Worker]) -> None:
-    ok = await reader.wait_for(lambda r: not mismatches(r, sim), timeout)
+    def done(r):
+        dead = [w for w in workers if w.proc.poll() is not None and not getattr(w, "expected_dead", False)]
+        if dead:
+            pytest.fail("a worker died:\n" + dead[0].output()[-4000:])
+        return not mismatches(r, sim)
+
+    ok = await reader.wait_for(done, timeout)
     if not ok:
         tail = "\n".join(w.output()[-3000:] for w in workers)
         pytest.fail("outbox totals never matched:\n" + "\n".join(mismatches(reader, sim)[:20]) + "\n" + tail)
