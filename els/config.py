@@ -39,12 +39,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ELS_LATENESS_SECONDS", "300", "How late an event may arrive and still count in its window.", int),
     Setting("ELS_CHAIN_QUIET_SECONDS", "30", "After its root ended, a chain closes after this long without news.", int),
     Setting("ELS_CHAIN_TIMEOUT_SECONDS", "3600", "A chain with no news for this long is closed as timed_out.", int),
+    Setting("ELS_APP_ID", "els-processor",
+            "Faust app id: the processor's consumer group and the prefix of its changelog topics."),
     Setting("ELS_WEB_PORT", "6066", "Faust web server port (tables, stats, status page).", int),
     Setting("ELS_MONTHLY_STEP_LIMIT", None, "The org's monthly Workflows step allowance.", int),
     Setting("ELS_METRIC_PREFIX", "okta.workflows", "Prefix of every metric."),
     Setting("ELS_LOGS", "failures,chains", "Logs sent to Datadog: any of failures, chains, events; or none."),
     Setting("ELS_REBALANCE_TIMEOUT_SECONDS", "30",
             "Consumer-group rebalance timeout; 3 is right for the embedded broker (it holds joins this long).", float),
+    Setting("ELS_SESSION_TIMEOUT_SECONDS", "60",
+            "Consumer-group session timeout: how long a worker that died without leaving holds its partitions.",
+            float),
+    Setting("ELS_DATA_DIR", "var/faust", "Faust's data directory (the worker's local files)."),
     Setting("ELS_LOG_LEVEL", "INFO", "Log level of the pipeline's own logs."),
     Setting("DD_API_KEY", None, "Datadog API key; without it the sink runs dry.", secret=True),
     Setting("DD_SITE", "datadoghq.com", "Datadog site."),
@@ -96,11 +102,14 @@ class Config:
     els_lateness_seconds: int
     els_chain_quiet_seconds: int
     els_chain_timeout_seconds: int
+    els_app_id: str
     els_web_port: int
     els_monthly_step_limit: int | None
     els_metric_prefix: str
     els_logs: str
     els_rebalance_timeout_seconds: float
+    els_session_timeout_seconds: float
+    els_data_dir: str
     els_log_level: str
     dd_api_key: str | None
     dd_site: str

@@ -16,14 +16,14 @@ from collections import Counter
 import orjson
 from aiohttp import http_exceptions, web
 
-web_exceptions_payload = (http_exceptions.HttpProcessingError, asyncio.IncompleteReadError, ValueError)
-
 from els.config import Config
 from ingest.auth import Authenticator
 from ingest.envelope import BodyError, Reject, unwrap
 from ingest.kafka import KafkaWriter, NotAcknowledged
 
 log = logging.getLogger("els.ingest")
+
+web_exceptions_payload = (http_exceptions.HttpProcessingError, asyncio.IncompleteReadError, ValueError)
 
 DEADLETTER_PREFIX_BYTES = 64 * 1024  # how much of an oversized body is kept in the dead-letter topic
 RETRY_AFTER_SECONDS = "5"

@@ -52,11 +52,14 @@ def settings_from(cfg: Config, replay: bool = False) -> Settings:
 def create_app(cfg: Config) -> faust.App:
     els_logs.register_secrets([cfg.dd_api_key or ""])
     app = faust.App(
-        "els-processor",
+        cfg.els_app_id,
         broker=[f"kafka://{h}" for h in cfg.bootstrap_list],
         topic_partitions=cfg.els_partitions,
         topic_replication_factor=1,
         broker_rebalance_timeout=cfg.els_rebalance_timeout_seconds,
+        broker_session_timeout=cfg.els_session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, cfg.els_session_timeout_seconds / 3),
+        datadir=cfg.els_data_dir,
         consumer_auto_offset_reset="earliest",
         store="memory://",
         web_port=cfg.els_web_port,

@@ -14,7 +14,7 @@ FLOW_ID, FLOW_NAME, PARENT, PARENT_NAME, START, END, STATUS, DURATION, ERR_TYPE,
 
 class Chain:
     __slots__ = ("root", "partition", "off", "seen", "last_news_ms", "first_ms", "execs", "root_flow", "closed",
-                 "closed_ms")
+                 "closed_ms", "closed_off")
 
     def __init__(self, root: str, partition: int):
         self.root = root
@@ -27,11 +27,12 @@ class Chain:
         self.root_flow: list = [None, None]  # id, name (from the root's own events, or from helpers' root_flow_*)
         self.closed: dict | None = None
         self.closed_ms: int | None = None
+        self.closed_off: int | None = None  # the raw offset (tick or event) whose processing closed the chain
 
     def to_dict(self) -> dict:
         return {"root": self.root, "p": self.partition, "off": self.off, "seen": self.seen,
                 "news": self.last_news_ms, "first": self.first_ms, "x": self.execs, "rf": self.root_flow,
-                "closed": self.closed, "closed_ms": self.closed_ms}
+                "closed": self.closed, "closed_ms": self.closed_ms, "closed_off": self.closed_off}
 
     @classmethod
     def from_dict(cls, d: dict) -> Chain:
@@ -44,6 +45,7 @@ class Chain:
         c.root_flow = list(d["rf"])
         c.closed = d["closed"]
         c.closed_ms = d["closed_ms"]
+        c.closed_off = d.get("closed_off")
         return c
 
     def __eq__(self, other) -> bool:

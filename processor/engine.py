@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from processor import chains as chainlib
-from processor.aggregate import Bag, add_chain, add_event, add_org_steps, window_start
+from processor.aggregate import Bag, add_chain, add_event, add_org_steps, month_start, window_start
 from processor.logs import chain_log, event_log, failure_log
 from processor.model import InvalidEvent, parse_event
 
@@ -71,7 +71,7 @@ class Engine:
         self.windows = windows
         # in-memory indexes of what each partition holds, rebuilt from the store after an assignment
         self._open_chains: dict[int, set[str]] = {}
-        self._closed_chains: dict[int, dict[str, int]] = {}  # root -> closed_ms
+        self._closed_chains: dict[int, dict[str, tuple[int, int]]] = {}  # root -> (closed_ms, closed_off)
         self._window_keys: dict[int, set[str]] = {}
         self._last_advance: dict[int, int] = {}
 
@@ -86,7 +86,7 @@ class Engine:
         if p not in self._open_chains:
             mine = [(root, chainlib.Chain.from_dict(d)) for root, d in list(self.chains.items()) if d.get("p") == p]
             self._open_chains[p] = {root for root, ch in mine if not ch.closed}
-            self._closed_chains[p] = {root: ch.closed_ms for root, ch in mine if ch.closed}
+            self._closed_chains[p] = {root: (ch.closed_ms, ch.closed_off) for root, ch in mine if ch.closed}
             prefix = f"{p}|"
             self._window_keys[p] = {k for k in list(self.windows.keys())
                                     if k.startswith(prefix) and not k.endswith("|clock")}
@@ -184,7 +184,7 @@ class Engine:
                          extra={"execution_id": ev.execution_id, "timestamp_ms": ev.timestamp_ms,
                                 "window_start_ms": ws, "clock_ms": clock["now"]})
             elif ev.org_name and ev.step_count and ev.outcome:
-                month = _month_start(ev.timestamp_ms)
+                month = month_start(ev.timestamp_ms)
                 bump(f"org:{ev.org_name}", month, o, lambda b, ev=ev: add_org_steps(b, ev))
             if ev.event_type == "FLOW_FAIL" and "failures" in s.logs:
                 out.logs.append(_log_record(ev.root_execution_id, failure_log(ev, chainlib.path_to(ch, ev.execution_id))))
@@ -222,6 +222,10 @@ class Engine:
         if only_if_due and now - self._last_advance.get(p, 0) < s.window_ms // 4:
             return
         self._last_advance[p] = now
+        closed = self._closed_chains[p]
+        for root, (_closed_ms, closed_off) in list(closed.items()):
+            if closed_off == off:  # re-processing the record that closed it: its window may lack the chain
+                self._emit_chain(get_chain(root), off, out, bump)
         for root in list(open_chains):
             ch = get_chain(root)
             if ch.closed:
@@ -230,25 +234,22 @@ class Engine:
             status = chainlib.close_due(ch, now, s.quiet_ms, s.timeout_ms)
             if status is None:
                 continue
-            summary = chainlib.close(ch, status, now)
+            chainlib.close(ch, status, now)
+            ch.closed_off = off
             ch.off = max(ch.off, off)
             open_chains.discard(root)
-            end_ms = summary.get("end_ms") or now
-            group = f"chain:{summary.get('root_flow_id') or 'unknown'}"
-            bump(group, window_start(end_ms, s.window_ms), off, lambda b, sm=summary: add_chain(b, sm))
-            if "chains" in s.logs:
-                out.logs.append(_log_record(root, chain_log(summary)))
-            self._closed_chains[p][root] = now
+            closed[root] = (now, off)
+            self._emit_chain(ch, off, out, bump)
         # closed chain markers past the lateness horizon are deleted: later duplicates are too late anyway
-        closed = self._closed_chains[p]
-        for root, closed_ms in list(closed.items()):
+        for root, (closed_ms, _closed_off) in list(closed.items()):
             if closed_ms + s.lateness_ms <= now:
                 deleted_chains.add(root)
                 del closed[root]
                 chain_cache.pop(root, None)
         for key in list(window_keys):
             _, rec = window(*_split_window_key(key))
-            end = rec["ws"] + (_month_length(rec["ws"]) if rec["group"].startswith("org:") else s.window_ms)
+            end = (month_start(rec["ws"] + 32 * 86_400_000) if rec["group"].startswith("org:")
+                   else rec["ws"] + s.window_ms)
             if rec["closed"]:
                 if end + s.lateness_ms + CLOSED_RETENTION_MS <= now:
                     rec["_delete"] = True
@@ -261,6 +262,16 @@ class Engine:
             if closing:
                 rec["closed"] = True
                 rec["off"] = max(rec["off"], off)
+
+
+    def _emit_chain(self, ch: chainlib.Chain, off: int, out: Outputs, bump) -> None:
+        """A closed chain's summary into its root flow's window (idempotent per offset) and, maybe, a log."""
+        summary = ch.closed
+        end_ms = summary.get("end_ms") or ch.closed_ms
+        group = f"chain:{summary.get('root_flow_id') or 'unknown'}"
+        bump(group, window_start(end_ms, self.s.window_ms), off, lambda b: add_chain(b, summary))
+        if "chains" in self.s.logs:
+            out.logs.append(_log_record(ch.root, chain_log(summary)))
 
 
 def _partial(p: int, rec: dict, off: int, final: bool) -> tuple[bytes, dict]:
@@ -284,18 +295,3 @@ def _int_header(v: bytes | None) -> int | None:
         return int(v) if v else None
     except ValueError:
         return None
-
-
-def _month_start(ms: int) -> int:
-    import datetime as dt
-
-    d = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
-    return int(dt.datetime(d.year, d.month, 1, tzinfo=dt.UTC).timestamp() * 1000)
-
-
-def _month_length(start_ms: int) -> int:
-    import datetime as dt
-
-    d = dt.datetime.fromtimestamp(start_ms / 1000, dt.UTC)
-    nxt = dt.datetime(d.year + (d.month == 12), d.month % 12 + 1, 1, tzinfo=dt.UTC)
-    return int(nxt.timestamp() * 1000) - start_ms

@@ -68,7 +68,7 @@ class Harness:
                         store.pop(k, None)
                     else:
                         store[k] = v
-        for key, value in out.partials:
+        for _key, value in out.partials:
             self.partials[(value["group"], value["ws"])] = value
         self.logs += [v["item"] for _, v in out.logs]
         self.deadletters += out.deadletters

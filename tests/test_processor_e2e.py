@@ -25,7 +25,9 @@ PARTITIONS = 4
 def worker_env(bootstrap: str, topics: dict) -> dict:
     return {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_PARTITIONS": str(PARTITIONS), "ELS_WINDOW_SECONDS": "10",
             "ELS_FLUSH_SECONDS": "1", "ELS_LATENESS_SECONDS": "3600", "ELS_CHAIN_QUIET_SECONDS": "1",
-            "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_LOGS": "failures,chains", **topics}
+            "ELS_REBALANCE_TIMEOUT_SECONDS": "3",
+            "ELS_SESSION_TIMEOUT_SECONDS": "6", "ELS_DATA_DIR": "test-artifacts/faust-data", "ELS_LOGS": "failures,chains",
+            "ELS_APP_ID": "els-" + topics["ELS_RAW_TOPIC"], **topics}
 
 
 def counters(bag, metric: str) -> dict[str, float]:

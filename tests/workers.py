@@ -104,7 +104,7 @@ class OutboxReader:
                     if old is None or old["seq"] <= v["seq"]:
                         self.partials[k] = v
                 else:
-                    self.logs.append(v["item"] if "item" in v else v)
+                    self.logs.append(v.get("item", v))
 
     def merged(self) -> dict[tuple[str, int], Bag]:
         out: dict[tuple[str, int], Bag] = {}
