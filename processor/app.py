@@ -11,6 +11,7 @@ on_window_close is not used; see PRODUCT.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -29,6 +30,16 @@ BATCH_MAX = 2000
 BATCH_WITHIN_SECONDS = 0.2
 
 _partition: contextvars.ContextVar[int | None] = contextvars.ContextVar("els_partition", default=None)
+
+
+@contextlib.contextmanager
+def pinned(p: int):
+    """Table writes inside go to changelog partition p."""
+    token = _partition.set(p)
+    try:
+        yield
+    finally:
+        _partition.reset(token)
 
 
 class PartitionedTable(faust.Table):
@@ -104,14 +115,11 @@ def create_app(cfg: Config) -> faust.App:
                     pending.append(await out_topic.send(key=key, value=orjson.dumps(value)))
                 if pending:
                     await asyncio.gather(*pending)
-                token = _partition.set(p)
-                try:
+                with pinned(p):
                     for key, value in chain_writes.items():
                         _write(chains, key, value)
                     for key, value in window_writes.items():
                         _write(windows, key, value)
-                finally:
-                    _partition.reset(token)
                 stats["records"] += len(records)
                 stats["partials"] += len(out.partials)
                 stats["logs"] += len(out.logs)
@@ -135,8 +143,9 @@ def create_app(cfg: Config) -> faust.App:
         for p in range(cfg.els_partitions):
             engine.forget_partition(p)
 
-    from processor import web
+    from processor import sink, web
 
+    sink.register(app, cfg, out_topic, dl_topic, table, pinned)
     web.register(app)
     return app
 

@@ -94,11 +94,11 @@ def decide(status: int | None, headers: dict[str, str] | None, attempt: int, bat
         return Decision("retry", min(max(wait, 0.0), BACKOFF_CAP_S * 5))
     if status is None or status == 408 or status >= 500:
         return Decision("retry", backoff(attempt))
-    if status == 413:
+    if status in (400, 413):  # too large, or one bad item: halve until the refused item stands alone
         return Decision("split") if batch_size > 1 else Decision("deadletter")
     if status in (401, 403):
         return Decision("auth", AUTH_RETRY_S)
-    return Decision("deadletter")  # 400 and any other 4xx: this content will never be accepted
+    return Decision("deadletter")  # any other 4xx: this content will never be accepted
 
 
 def metric_point_droppable(ts_s: int, now_s: float, historical: bool = False) -> str | None:
