@@ -1,6 +1,6 @@
 """Talking to Datadog: datadog-api-client's async client, or a dry-run file when no API key is set.
 
-The async client (AsyncApiClient, on aiohttp) is used on purpose: the sink runs inside the Faust worker's event
+The async client (AsyncApiClient, on aiosonic: the `async` extra) is used on purpose: the sink runs inside the Faust worker's event
 loop, and the sync client would block that loop for the whole request (and its urllib3 retries), stalling
 aggregation. The client's own retries are off; processor/delivery.py decides what to retry and when.
 DD_URL, when set, replaces the host of every operation (metrics and logs alike), because a Configuration built
@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
+import aiosonic.exceptions
 import orjson
 from datadog_api_client import AsyncApiClient, Configuration
 from datadog_api_client.exceptions import ApiException
@@ -75,7 +76,7 @@ class DatadogClient:
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.close()
+            await self._client.__aexit__(None, None, None)  # closes its aiohttp session
             self._client = None
 
     async def post_series(self, series: list[dict]) -> Answer:
@@ -100,7 +101,7 @@ class DatadogClient:
         except ApiException as exc:
             return Answer(exc.status, dict(exc.headers or {}), (exc.body or b"").decode("utf-8", "replace")
                           if isinstance(exc.body, bytes) else str(exc.body or ""))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiosonic.exceptions.AiosonicError, aiohttp.ClientError, TimeoutError, OSError) as exc:
             return Answer(None, {}, repr(exc))
 
     def _dry(self, path: str, body) -> Answer:

@@ -2,14 +2,18 @@
 
 Numbers and booleans may arrive as strings ("1827", "false", "TRUE"), optional fields as missing, null or "",
 folder_name as a list or a string, event types in spellings Okta never published. Unknown types and fields are
-kept (raw); anything that cannot be an event raises InvalidEvent with a sentence saying why.
+kept (`raw` holds the object exactly as received); anything that cannot be an event raises InvalidEvent with a
+sentence saying why, and nothing else ever escapes parse_event: a dead letter beats a crashed worker.
+
+The chain ids (execution_id, root_execution_id) are used exactly as ingest keys the Kafka record (no stripping,
+no number conversion), so a chain's state always lives in the partition its events are routed to.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -24,55 +28,73 @@ ALIASES = {
     "FLOW_PAUSED": "FLOW_PAUSE",
     "FLOW_RATE_LIMITED": "FLOW_RATE_LIMIT", "FLOW_RATELIMITED": "FLOW_RATE_LIMIT", "FLOW_RATELIMIT": "FLOW_RATE_LIMIT",
 }
+_TYPES = {t: t for t in CANONICAL_TYPES} | ALIASES
 OUTCOMES = {"FLOW_COMPLETE": "completed", "FLOW_FAIL": "failed", "FLOW_CANCEL": "canceled"}
 MAX_FIELD_CHARS = 1000
-MIN_TS_MS = 946_684_800_000     # 2000-01-01
-MAX_TS_MS = 4_102_444_800_000   # 2100-01-01
-TRUE = {"true", "1", "yes", "y", "t"}
-FALSE = {"false", "0", "no", "n", "f"}
+MIN_TS_MS = 946_684_800_000     # 2000-01-01T00:00:00Z
+MAX_TS_MS = 4_133_980_800_000   # 2101-01-01T00:00:00Z (exclusive): years 2000..2100 are accepted
+_TRUE = frozenset(("true", "1", "yes", "y", "t"))
+_FALSE = frozenset(("false", "0", "no", "n", "f"))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 class InvalidEvent(ValueError):
+    """Not an event we can use; `reason` is a human sentence for the dead-letter header."""
+
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
 
 
 def canonical_event_type(s: str) -> str:
+    """Okta's published and plausible spellings onto one name; unknown types are kept, upper-cased."""
     t = s.strip().upper()
-    return ALIASES.get(t, t)
+    c = _TYPES.get(t)
+    if c is not None:
+        return c
+    # "Flow Completed", "flow-failed": the doc's display names with other separators
+    return _TYPES.get(t.replace(" ", "_").replace("-", "_"), t)
 
 
 def _str(v) -> str | None:
-    if v is None:
-        return None
     if isinstance(v, str):
         v = v.strip()
         return v[:MAX_FIELD_CHARS] if v else None
+    if v is None or isinstance(v, dict | list):
+        return None
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, int | float):
-        return str(v)
+    if isinstance(v, int):
+        return str(v)[:MAX_FIELD_CHARS] if -10**18 < v < 10**18 else None
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return None
+        return str(int(v)) if v.is_integer() and abs(v) < 1e18 else repr(v)
     return None
 
 
 def _float(v) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
+    """A non-negative finite number (durations), else None."""
     if isinstance(v, str):
         try:
-            v = float(v.strip())
+            v = float(v)
         except ValueError:
             return None
-    if not isinstance(v, int | float):
+    elif isinstance(v, int) and not isinstance(v, bool):
+        if not 0 <= v < 10**300:
+            return None
+        v = float(v)
+    elif not isinstance(v, float):
         return None
-    v = float(v)
-    return v if math.isfinite(v) and v >= 0 else None
+    return v if 0.0 <= v < math.inf else None  # also False for NaN
 
 
 def _int(v) -> int | None:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v if 0 <= v < 10**18 else None
     f = _float(v)
-    return int(f) if f is not None else None
+    return int(f) if f is not None and f < 1e18 else None
 
 
 def _bool(v) -> bool | None:
@@ -80,43 +102,73 @@ def _bool(v) -> bool | None:
         return v
     if isinstance(v, str):
         s = v.strip().lower()
-        return True if s in TRUE else False if s in FALSE else None
-    if isinstance(v, int | float):
+        return True if s in _TRUE else False if s in _FALSE else None
+    if isinstance(v, int | float) and v in (0, 1):
         return bool(v)
     return None
 
 
+def _id(ev: dict, name: str, required: bool) -> str | None:
+    """An execution id exactly as sent (it is the Kafka key); too long to be an id is refused rather than cut."""
+    v = ev.get(name)
+    if isinstance(v, str) and v:
+        if len(v) > MAX_FIELD_CHARS:
+            raise InvalidEvent(f"{name} is longer than {MAX_FIELD_CHARS} characters")
+        if not required or v.strip():
+            return v
+    if required:
+        raise InvalidEvent(f"{name} must be a non-empty string")
+    return None
+
+
+def _epoch_ms(n: float) -> int:
+    return round(n * 1000) if n < 1e11 else int(n)
+
+
 def parse_timestamp(v) -> int | None:
     """ms since epoch from ISO 8601 (Z or offset, with or without fraction) or epoch seconds/ms; None if absent."""
-    if v is None or v == "":
-        return None
-    if isinstance(v, bool):
-        raise InvalidEvent("timestamp is a boolean")
-    if isinstance(v, int | float):
-        if not math.isfinite(v):
-            raise InvalidEvent("timestamp is not finite")
-        ms = int(v * 1000) if v < 1e11 else int(v)
-    elif isinstance(v, str):
+    if isinstance(v, str):
         s = v.strip()
+        if not s:
+            return None
         try:
-            if "T" in s or "-" in s[1:]:
+            if "T" in s or "-" in s[1:] or ":" in s:
                 d = datetime.fromisoformat(s)
                 if d.tzinfo is None:
                     d = d.replace(tzinfo=UTC)  # Okta sends UTC
-                ms = int(d.timestamp() * 1000)
+                ms = (d - _EPOCH) // _MS
             else:
                 n = float(s)
-                ms = int(n * 1000) if n < 1e11 else int(n)
+                if not math.isfinite(n):
+                    raise ValueError
+                ms = _epoch_ms(n)
         except (ValueError, OverflowError):
             raise InvalidEvent(f"timestamp is not ISO 8601: {s[:60]!r}") from None
+    elif v is None:
+        return None
+    elif isinstance(v, bool):
+        raise InvalidEvent("timestamp is a boolean, not a time")
+    elif isinstance(v, int):
+        ms = v * 1000 if v < 10**11 else v
+    elif isinstance(v, float):
+        if not math.isfinite(v):
+            raise InvalidEvent("timestamp is not a finite number")
+        ms = _epoch_ms(v) if abs(v) < 1e300 else -1
     else:
-        raise InvalidEvent(f"timestamp has type {type(v).__name__}")
+        raise InvalidEvent(f"timestamp must be a string or a number, not a JSON {_json_kind(v)}")
     if not MIN_TS_MS <= ms < MAX_TS_MS:
-        raise InvalidEvent("timestamp out of range")
+        raise InvalidEvent("timestamp out of range (years 2000 to 2100 only)")
     return ms
 
 
+def _json_kind(v) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+        type(v), type(v).__name__)
+
+
 class FlowEvent:
+    """One ELS event, normalised. Build it with parse_event."""
+
     __slots__ = ("event_type", "execution_id", "root_execution_id", "is_root", "parent_execution_id",
                  "timestamp_ms", "idempotency_key", "flow_id", "flow_name", "parent_flow_id", "parent_flow_name",
                  "root_flow_id", "root_flow_name", "org_id", "org_name", "org_hostname", "duration_ms",
@@ -128,50 +180,61 @@ class FlowEvent:
 
 
 def parse_event(value: bytes | str | dict, received_ms: int | None = None) -> FlowEvent:
+    """Parse and normalise one event; raises InvalidEvent (and nothing else) when it cannot be one."""
+    try:
+        return _parse(value, received_ms)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # a guarantee for the hot path: hostile input must dead-letter, not crash
+        raise InvalidEvent(f"unusable event ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _parse(value, received_ms: int | None) -> FlowEvent:
     if isinstance(value, dict):
         raw = value
-        raw_bytes = None
     else:
-        raw_bytes = value.encode() if isinstance(value, str) else value
+        if not isinstance(value, bytes | bytearray | memoryview | str):
+            raise InvalidEvent(f"an event must be JSON bytes, text or a dict, not {type(value).__name__}")
         try:
-            raw = orjson.loads(raw_bytes)
+            raw = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise InvalidEvent(f"not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise InvalidEvent(f"a JSON {type(raw).__name__} is not an event object")
+        if not isinstance(raw, dict):
+            raise InvalidEvent(f"a JSON {_json_kind(raw)} is not an event object")
     g = raw.get
     et = g("event_type")
     if not isinstance(et, str) or not et.strip():
         raise InvalidEvent("event_type must be a non-empty string")
-    ex = g("execution_id")
-    if not isinstance(ex, str) or not ex.strip():
-        raise InvalidEvent("execution_id must be a non-empty string")
+    ex = _id(raw, "execution_id", True)
+    root = _id(raw, "root_execution_id", False)
     e = FlowEvent()
     e.raw = raw
     e.event_type = canonical_event_type(et)[:MAX_FIELD_CHARS]
-    e.execution_id = ex.strip()[:MAX_FIELD_CHARS]
+    e.execution_id = ex
+    e.is_root = is_root = root is None or root == ex
+    e.root_execution_id = ex if root is None else root
+    e.parent_execution_id = _id(raw, "parent_execution_id", False)
     ts = parse_timestamp(g("timestamp"))
     if ts is None:
         if received_ms is None:
             raise InvalidEvent("timestamp is missing and no receive time is known")
         ts = received_ms
     e.timestamp_ms = ts
-    root = _str(g("root_execution_id"))
-    e.is_root = root is None or root == e.execution_id
-    e.root_execution_id = e.execution_id if root is None else root
-    e.parent_execution_id = _str(g("parent_execution_id"))
-    ik = _str(g("idempotency_key"))
-    if ik is None:
-        data = raw_bytes if raw_bytes is not None else orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
-        ik = hashlib.blake2b(data, digest_size=16).hexdigest()
+    ik = g("idempotency_key")
+    if not (isinstance(ik, str) and (ik := ik.strip())):
+        ik = _str(ik) if isinstance(ik, int | float) and not isinstance(ik, bool) else None
+        if ik is None:
+            ik = _digest(value if not isinstance(value, dict) else None, raw)
+    elif len(ik) > MAX_FIELD_CHARS:  # a cut key could merge distinct events; a digest cannot
+        ik = hashlib.blake2b(ik.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
     e.idempotency_key = ik
-    e.flow_id = _str(g("flow_id"))
-    e.flow_name = _str(g("flow_name"))
+    e.flow_id = flow_id = _str(g("flow_id"))
+    e.flow_name = flow_name = _str(g("flow_name"))
     e.parent_flow_id = _str(g("parent_flow_id"))
     e.parent_flow_name = _str(g("parent_flow_name"))
-    if e.is_root:
-        e.root_flow_id = e.flow_id
-        e.root_flow_name = e.flow_name
+    if is_root:
+        e.root_flow_id = flow_id
+        e.root_flow_name = flow_name
     else:
         e.root_flow_id = _str(g("root_flow_id"))
         e.root_flow_name = _str(g("root_flow_name"))
@@ -189,8 +252,17 @@ def parse_event(value: bytes | str | dict, received_ms: int | None = None) -> Fl
     e.throttling_type = _str(g("throttling_type"))
     e.throttling_level = _str(g("throttling_level"))
     e.hostname = _str(g("hostname"))
-    sc = g("status_code")
-    e.status_code = str(int(sc)) if isinstance(sc, int | float) and not isinstance(sc, bool) and math.isfinite(sc) \
-        else _str(sc)
+    e.status_code = _str(g("status_code"))
     e.outcome = OUTCOMES.get(e.event_type)
     return e
+
+
+def _digest(value, raw: dict) -> str:
+    """The fallback idempotency key: a re-delivery of the same bytes gets the same key, so it still dedups."""
+    if isinstance(value, str):
+        data = value.encode("utf-8", "surrogatepass")
+    elif value is not None:
+        data = bytes(value)
+    else:
+        data = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
