@@ -2,17 +2,25 @@
 
 Pure and small, because one record per open chain is rewritten to the changelog on every batch that touches it.
 Events may arrive in any order and twice; helpers may end after their root (async calls); parents may never be
-seen. A chain closes when its root has ended and every execution seen in it has ended, after a quiet period
-without news, or on a timeout; the closed record stays as a marker (for late duplicates) until `expired`.
+seen. A chain closes when its root has ended and every execution seen in it has ended and a quiet period passed
+without news, or on a timeout; the closed record stays as a marker (to recognise late duplicates) until `expired`.
+The result never depends on the order in which a chain's events arrive.
 """
 
 from __future__ import annotations
 
-# execution record fields (a list keeps the serialised form short)
-FLOW_ID, FLOW_NAME, PARENT, PARENT_NAME, START, END, STATUS, DURATION, ERR_TYPE, ERR_CODE, ERR_MSG = range(11)
+# An execution is a short list (the serialised form stays small): ids and names, start/end times, its outcome
+# and, for a failure, the error.
+FLOW_ID, FLOW_NAME, PARENT, PARENT_NAME, START, END, STATUS, ERR_TYPE, ERR_CODE, ERR_MSG = range(10)
+_EXEC_LEN = 10
+# when one execution has two different end events at the same time, the worse outcome wins (order-independent)
+_RANK = {"completed": 0, "canceled": 1, "failed": 2}
+GAP = "…"  # in a path: links between the root and an unseen parent that no event told us about
 
 
 class Chain:
+    """One chain's state; `off`, `last_news_ms` and `closed_off` are the caller's bookkeeping."""
+
     __slots__ = ("root", "partition", "off", "seen", "last_news_ms", "first_ms", "execs", "root_flow", "closed",
                  "closed_ms", "closed_off")
 
@@ -20,9 +28,9 @@ class Chain:
         self.root = root
         self.partition = partition
         self.off = -1
-        self.seen: dict[str, int] = {}
+        self.seen: dict[str, int] = {}  # idempotency key -> first raw offset it was seen at
         self.last_news_ms = 0
-        self.first_ms: int | None = None
+        self.first_ms: int | None = None  # earliest event time of the chain
         self.execs: dict[str, list] = {}
         self.root_flow: list = [None, None]  # id, name (from the root's own events, or from helpers' root_flow_*)
         self.closed: dict | None = None
@@ -51,6 +59,12 @@ class Chain:
     def __eq__(self, other) -> bool:
         return isinstance(other, Chain) and self.to_dict() == other.to_dict()
 
+    __hash__ = None  # mutable
+
+    def __repr__(self) -> str:
+        state = f"closed {self.closed['status']}" if self.closed else "open"
+        return f"Chain({self.root} p{self.partition} {state}, {len(self.execs)} executions, off={self.off})"
+
 
 def new_chain(root: str, partition: int) -> Chain:
     return Chain(root, partition)
@@ -63,11 +77,20 @@ def apply(chain: Chain, ev, offset: int, now_ms: int) -> str:
     if first is not None:
         return "replayed" if first == offset else "duplicate"
     chain.seen[ev.idempotency_key] = offset
+    _record(chain, ev)
     if chain.closed is not None:
+        # kept (a late failure's log still gets its path) but the summary is final and this is no news
         return "late"
+    ts = ev.timestamp_ms
+    chain.first_ms = ts if chain.first_ms is None else min(chain.first_ms, ts)
+    chain.last_news_ms = max(chain.last_news_ms, now_ms)
+    return "new"
+
+
+def _record(chain: Chain, ev) -> None:
     x = chain.execs.get(ev.execution_id)
     if x is None:
-        x = chain.execs[ev.execution_id] = [None] * 11
+        x = chain.execs[ev.execution_id] = [None] * _EXEC_LEN
     if ev.flow_id:
         x[FLOW_ID] = ev.flow_id
     if ev.flow_name:
@@ -76,21 +99,25 @@ def apply(chain: Chain, ev, offset: int, now_ms: int) -> str:
         x[PARENT] = ev.parent_execution_id
         x[PARENT_NAME] = ev.parent_flow_name or x[PARENT_NAME]
     ts = ev.timestamp_ms
+    outcome = ev.outcome
     if ev.event_type == "FLOW_START":
         x[START] = ts if x[START] is None else min(x[START], ts)
-    elif ev.outcome:
+    elif outcome and (x[END] is None or ts > x[END] or (ts == x[END] and _RANK[outcome] > _RANK[x[STATUS]])):
+        # the latest end wins; ties go to the worse outcome, so the arrival order never matters
         x[END] = ts
-        x[STATUS] = ev.outcome
-        x[DURATION] = ev.duration_ms
-        if ev.outcome == "failed":
+        x[STATUS] = outcome
+        if outcome == "failed":
             x[ERR_TYPE], x[ERR_CODE], x[ERR_MSG] = ev.error_type, ev.error_code, ev.error_message
+        else:
+            x[ERR_TYPE] = x[ERR_CODE] = x[ERR_MSG] = None
+    rf = chain.root_flow
     if ev.execution_id == chain.root:
-        chain.root_flow = [ev.flow_id or chain.root_flow[0], ev.flow_name or chain.root_flow[1]]
-    elif chain.root_flow[0] is None or chain.root_flow[1] is None:
-        chain.root_flow = [chain.root_flow[0] or ev.root_flow_id, chain.root_flow[1] or ev.root_flow_name]
-    chain.first_ms = ts if chain.first_ms is None else min(chain.first_ms, ts)
-    chain.last_news_ms = max(chain.last_news_ms, now_ms)
-    return "new"
+        chain.root_flow = [ev.flow_id or rf[0], ev.flow_name or rf[1]]
+    elif rf[0] is None or rf[1] is None:
+        # helpers name the root until the root's own events arrive (they override: see above)
+        root_x = chain.execs.get(chain.root)
+        chain.root_flow = [rf[0] or (root_x and root_x[FLOW_ID]) or ev.root_flow_id,
+                           rf[1] or (root_x and root_x[FLOW_NAME]) or ev.root_flow_name]
 
 
 def close_due(chain: Chain, now_ms: int, quiet_ms: int, timeout_ms: int) -> str | None:
@@ -98,56 +125,72 @@ def close_due(chain: Chain, now_ms: int, quiet_ms: int, timeout_ms: int) -> str 
     if chain.closed is not None:
         return None
     silent = now_ms - chain.last_news_ms
+    root = chain.execs.get(chain.root)
+    if (root is not None and root[STATUS] is not None and silent >= quiet_ms
+            and all(x[END] is not None for x in chain.execs.values())):
+        # checked before the timeout: a chain that ended is never timed_out because the clock jumped
+        return root[STATUS]
     if silent >= timeout_ms:
         return "timed_out"
-    root = chain.execs.get(chain.root)
-    if root is None or root[STATUS] is None or silent < quiet_ms:
-        return None
-    if any(x[END] is None for x in chain.execs.values()):
-        return None
-    return root[STATUS]
+    return None
 
 
 def _name(x: list, fallback: str) -> str:
     return x[FLOW_NAME] or x[FLOW_ID] or fallback
 
 
+def _root_name(chain: Chain) -> str:
+    x = chain.execs.get(chain.root)
+    if x is not None and (x[FLOW_NAME] or x[FLOW_ID]):
+        return _name(x, chain.root)
+    return chain.root_flow[1] or chain.root_flow[0] or chain.root
+
+
 def path_to(chain: Chain, execution_id: str) -> list[str]:
-    """Flow names from the root down to this execution; unseen parents are named from their child's event."""
+    """Flow names from the root down to this execution, following parent links.
+
+    A parent never seen is named from its child's parent_flow_name (else its id). When the links stop short of
+    the root (unseen parent, missing parent link, cycle), the path starts with the root's name and GAP."""
     names: list[str] = []
-    cur: str | None = execution_id
+    cur = execution_id
     visited: set[str] = set()
-    while cur is not None and cur not in visited:
-        visited.add(cur)
+    while True:
+        if cur == chain.root:
+            names.append(_root_name(chain))
+            return names[::-1]
         x = chain.execs.get(cur)
-        if x is None:
-            names.append(cur)
+        if x is None or cur in visited:
+            if x is None:
+                names.append(cur)
             break
+        visited.add(cur)
         names.append(_name(x, cur))
         parent = x[PARENT]
-        if parent is None or cur == chain.root:
+        if parent is None:
             break
-        if parent not in chain.execs:
+        if parent != chain.root and parent not in chain.execs:
             names.append(x[PARENT_NAME] or parent)
-            if parent != chain.root:
-                names.append("…")
-                names.append(chain.root_flow[1] or chain.root_flow[0] or chain.root)
             break
+        if parent == chain.root and chain.root not in chain.execs and x[PARENT_NAME]:
+            names.append(x[PARENT_NAME])  # the root itself unseen: its child's event names it best
+            return names[::-1]
         cur = parent
-    return list(reversed(names))
+    names.append(GAP)
+    names.append(_root_name(chain))
+    return names[::-1]
 
 
 def close(chain: Chain, status: str, now_ms: int) -> dict:
-    """Close the chain and return its summary."""
+    """Close the chain and return its summary (also kept in chain.closed)."""
     execs = chain.execs
     starts = [x[START] for x in execs.values() if x[START] is not None]
     ends = [x[END] for x in execs.values() if x[END] is not None]
     start_ms = min(starts) if starts else chain.first_ms
     end_ms = max(ends) if ends else None
-    failed = sorted(((x[END], ex) for ex, x in execs.items() if x[STATUS] == "failed"), key=lambda t: (t[0], t[1]))
+    failed = [(x[END], ex) for ex, x in execs.items() if x[STATUS] == "failed"]
     failing = error = path = None
     if failed:
-        ex = failed[0][1]
+        ex = min(failed)[1]  # the first failure by time (then by id, so the choice is stable)
         x = execs[ex]
         failing = {"flow_name": x[FLOW_NAME], "flow_id": x[FLOW_ID], "execution_id": ex}
         error = {"type": x[ERR_TYPE], "code": x[ERR_CODE], "message": x[ERR_MSG]}
@@ -173,4 +216,5 @@ def close(chain: Chain, status: str, now_ms: int) -> dict:
 
 
 def expired(chain: Chain, now_ms: int, lateness_ms: int) -> bool:
+    """A closed marker may be deleted: later duplicates of its events are too late to matter anyway."""
     return chain.closed is not None and chain.closed_ms is not None and chain.closed_ms + lateness_ms <= now_ms

@@ -98,9 +98,10 @@ class DatadogClient:
             async with asyncio.timeout(REQUEST_TIMEOUT_S + 5):
                 await coro
             return Answer(202)
-        except ApiException as exc:
-            return Answer(exc.status, dict(exc.headers or {}), (exc.body or b"").decode("utf-8", "replace")
-                          if isinstance(exc.body, bytes) else str(exc.body or ""))
+        except ApiException as exc:  # body arrives already decoded (a dict) or as bytes
+            body = exc.body
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else orjson.dumps(body).decode()
+            return Answer(exc.status, dict(exc.headers or {}), text)
         except (aiosonic.exceptions.AiosonicError, aiohttp.ClientError, TimeoutError, OSError) as exc:
             return Answer(None, {}, repr(exc))
 
