@@ -77,7 +77,8 @@ def cmd_process(args, names) -> int:
                               [cfg.els_raw_topic, cfg.els_deadletter_topic, cfg.els_out_topic], cfg.els_partitions))
     from faust.cli.faust import cli
 
-    sys.argv = ["faust", "-A", "processor.app", "worker", "-l", cfg.els_log_level.lower(),
+    level = {"warning": "warn", "critical": "crit"}.get(cfg.els_log_level.lower(), cfg.els_log_level.lower())
+    sys.argv = ["faust", "-A", "processor.app", "worker", "-l", level,
                 "--web-port", str(cfg.els_web_port)]
     return cli()
 

@@ -1,0 +1,167 @@
+"""`make bench`: the processor's throughput against two baselines on the same preloaded topic, and Datadog
+requests/bytes against one request per event. Ratios, not absolute times: the machine is shared.
+
+    python -m bench [--events N] [--only processor|delivery]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from els.broker import EmbeddedBroker, free_port
+from els.simulate import Simulator
+from els.topics import ensure_topics
+
+PARTITIONS = 8
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_events(n: int, seed: int = 7) -> tuple[Simulator, list[dict]]:
+    sim = Simulator(seed=seed, flows=20, helpers=5, dup_rate=0.05)
+    now = int(time.time() * 1000)
+    events: list[dict] = []
+    while len(events) < n:
+        events += sim.workload(500, now - 50 * 60_000, 45 * 60_000)
+    return sim, events[:n]
+
+
+async def preload(bootstrap: str, topic: str, events: list[dict]) -> None:
+    await ensure_topics(bootstrap, [topic], PARTITIONS)
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20)
+    await p.start()
+    try:
+        now = str(int(time.time() * 1000)).encode()
+        futs = []
+        for ev in events:
+            key = (ev.get("root_execution_id") or ev["execution_id"]).encode()
+            futs.append(await p.send(topic, orjson.dumps(ev), key=key,
+                                     headers=[("received_at", now), ("idempotency_key", ev["idempotency_key"].encode())]))
+        await asyncio.gather(*futs)
+    finally:
+        await p.stop()
+
+
+async def run_worker(cmd: list[str], env: dict, n: int, label: str) -> dict:
+    """Start a worker, wait until its /els/stats/ says it processed n records; rate from the first record."""
+    port = free_port()
+    env = {**os.environ, **env, "ELS_WEB_PORT": str(port)}
+    log = open(ROOT / "var" / f"bench-{label}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    first = None
+    try:
+        async with aiohttp.ClientSession() as s:
+            deadline = time.monotonic() + 900
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{label} exited; see var/bench-{label}.log")
+                try:
+                    async with s.get(f"http://127.0.0.1:{port}/els/stats/") as r:
+                        done = (await r.json()).get("records", 0)
+                except (aiohttp.ClientError, ValueError):
+                    continue
+                if done and first is None:
+                    first = (time.monotonic(), done)
+                if done >= n:
+                    elapsed = time.monotonic() - first[0]
+                    rss = _rss_kb(proc.pid)
+                    return {"events_per_s": (done - first[1]) / elapsed if elapsed > 0 else float("inf"),
+                            "seconds": elapsed, "rss_mb": rss / 1024}
+        raise TimeoutError(label)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+async def plain_consumer(bootstrap: str, topic: str, n: int) -> dict:
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex[:6]}",
+                         auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=1 << 22)
+    await c.start()
+    try:
+        count, start = 0, None
+        while count < n:
+            batch = await c.getmany(timeout_ms=1000, max_records=5000)
+            for records in batch.values():
+                if start is None:
+                    start = time.monotonic()
+                for r in records:
+                    orjson.loads(r.value)
+                count += len(records)
+        return {"events_per_s": count / (time.monotonic() - start), "seconds": time.monotonic() - start}
+    finally:
+        await c.stop()
+
+
+async def processor_bench(bootstrap: str, n: int) -> dict:
+    sim, events = make_events(n)
+    topic = f"bench-raw-{uuid.uuid4().hex[:6]}"
+    t = time.monotonic()
+    await preload(bootstrap, topic, events)
+    print(f"preloaded {n} events in {time.monotonic() - t:.1f}s", file=sys.stderr)
+    (ROOT / "var").mkdir(exist_ok=True)
+    base_env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_PARTITIONS": str(PARTITIONS), "ELS_RAW_TOPIC": topic,
+                "ELS_OUT_TOPIC": topic + "-out", "ELS_DEADLETTER_TOPIC": topic + "-dl",
+                "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_DATA_DIR": "var/faust-bench", "ELS_LOG_LEVEL": "WARNING",
+                "ELS_DRY_RUN_FILE": f"var/bench-dry-run-{topic}.ndjson", "DD_API_KEY": ""}
+    plain = await plain_consumer(bootstrap, topic, n)
+    faust_min = await run_worker([sys.executable, "-m", "faust", "-A", "bench.baseline_faust", "worker", "-l",
+                                  "warn"], {**base_env, "BENCH_APP_ID": f"bench-min-{topic}"}, n, "faust-min")
+    proc = await run_worker([sys.executable, "-m", "els.cli", "process"],
+                            {**base_env, "ELS_APP_ID": f"bench-proc-{topic}"}, n, "processor")
+    return {"events": n, "processor_events_per_s": round(proc["events_per_s"]),
+            "faust_min_events_per_s": round(faust_min["events_per_s"]),
+            "plain_consumer_events_per_s": round(plain["events_per_s"]),
+            "ratio_vs_faust_min": round(proc["events_per_s"] / faust_min["events_per_s"], 3),
+            "ratio_vs_plain_consumer": round(proc["events_per_s"] / plain["events_per_s"], 3),
+            "processor_peak_rss_mb": round(proc["rss_mb"], 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--events", type=int, default=int(os.environ.get("BENCH_EVENTS", 200_000)))
+    args = ap.parse_args()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    broker = None
+    if not bootstrap:
+        broker = EmbeddedBroker(log_path=str(ROOT / "var" / "bench-broker.log")).start()
+        bootstrap = broker.bootstrap
+    try:
+        result = asyncio.run(processor_bench(bootstrap, args.events))
+    finally:
+        if broker:
+            broker.stop()
+    width = max(len(k) for k in result)
+    for k, v in result.items():
+        print(f"{k:<{width}}  {v}")
+    print(json.dumps({"scenario": "processor", **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
