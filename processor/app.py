@@ -11,8 +11,6 @@ on_window_close is not used; see PRODUCT.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import logging
 import time
 from collections import defaultdict
@@ -29,29 +27,27 @@ log = logging.getLogger("els.processor")
 BATCH_MAX = 2000
 BATCH_WITHIN_SECONDS = 0.2
 
-_partition: contextvars.ContextVar[int | None] = contextvars.ContextVar("els_partition", default=None)
+async def persist(table: faust.Table, p: int, writes: dict) -> list:
+    """Apply writes (None = delete) to a table's local store and send them to changelog partition p.
 
-
-@contextlib.contextmanager
-def pinned(p: int):
-    """Table writes inside go to changelog partition p."""
-    token = _partition.set(p)
-    try:
-        yield
-    finally:
-        _partition.reset(token)
-
-
-class PartitionedTable(faust.Table):
-    """A table whose changelog partition is the raw partition the state belongs to, set explicitly.
-
-    Faust derives it from the "current event", which for a batch is just the last event of the batch,
-    possibly of another partition; state written there would be restored on the wrong worker.
+    Returns the send futures: the caller awaits them, so a batch counts as done (and its offsets become
+    committable) only once its state is in Kafka. This bypasses Faust's table write path on purpose: that one
+    puts every write in a buffer that Faust's commit does not always drain (it gives up after 0.1 s without
+    progress), and picks the changelog partition from the last event of a batch, which may be another
+    partition's; here the partition is the raw partition the state belongs to, always.
     """
-
-    def partition_for_key(self, key):
-        p = _partition.get()
-        return super().partition_for_key(key) if p is None else p
+    data = table.data
+    topic = table.changelog_topic
+    futures = []
+    for key, value in writes.items():
+        if value is None:
+            if key in data:
+                del data[key]
+            futures.append(await topic.send(key=key, value=None, partition=p, value_serializer="raw"))
+        else:
+            data[key] = value
+            futures.append(await topic.send(key=key, value=value, partition=p))
+    return futures
 
 
 def settings_from(cfg: Config, replay: bool = False) -> Settings:
@@ -87,8 +83,7 @@ def create_app(cfg: Config) -> faust.App:
                          value_serializer="raw", partitions=cfg.els_partitions)
 
     def table(name: str, help_: str) -> faust.Table:
-        return app.tables.add(PartitionedTable(app, name=name, beacon=app.tables.beacon, key_type=str,
-                                               partitions=cfg.els_partitions, help=help_))
+        return app.Table(name, key_type=str, partitions=cfg.els_partitions, help=help_)
 
     chains = table("chains", "Open chains and recently closed chain markers, by root execution id.")
     windows = table("windows", "Per-partition window aggregates: '<partition>|<group>|<window start ms>'.")
@@ -113,13 +108,10 @@ def create_app(cfg: Config) -> faust.App:
                                                                               "stage": b"processor"}))
                 for key, value in out.partials + out.logs:
                     pending.append(await out_topic.send(key=key, value=orjson.dumps(value)))
-                if pending:
+                if pending:  # outputs first: state that says "emitted" must never be ahead of the outbox
                     await asyncio.gather(*pending)
-                with pinned(p):
-                    for key, value in chain_writes.items():
-                        _write(chains, key, value)
-                    for key, value in window_writes.items():
-                        _write(windows, key, value)
+                await asyncio.gather(*await persist(chains, p, chain_writes),
+                                     *await persist(windows, p, window_writes))
                 stats["records"] += len(records)
                 stats["partials"] += len(out.partials)
                 stats["logs"] += len(out.logs)
@@ -145,17 +137,9 @@ def create_app(cfg: Config) -> faust.App:
 
     from processor import sink, web
 
-    sink.register(app, cfg, out_topic, dl_topic, table, pinned)
+    sink.register(app, cfg, out_topic, dl_topic, table, persist)
     web.register(app)
     return app
-
-
-def _write(table, key, value) -> None:
-    if value is None:
-        if key in table:
-            del table[key]
-    else:
-        table[key] = value
 
 
 app = create_app(Config.from_env())

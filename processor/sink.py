@@ -170,9 +170,9 @@ class Sink:
         return out
 
 
-def register(app, cfg: Config, out_topic, dl_topic, partitioned_table, pin) -> Sink:
+def register(app, cfg: Config, out_topic, dl_topic, make_table, persist) -> Sink:
     """Add the sink agent and its table to the Faust app."""
-    table = partitioned_table("sink", "Latest partial of every partition, per group and window (the sink's merge).")
+    table = make_table("sink", "Latest partial of every partition, per group and window (the sink's merge).")
     client = DatadogClient(cfg)
 
     async def deadletter(value: bytes, reason: str) -> None:
@@ -195,11 +195,10 @@ def register(app, cfg: Config, out_topic, dl_topic, partitioned_table, pin) -> S
             for p, values in by_partition.items():
                 touched, logs = sink.absorb(values, p)
                 await sink.deliver(sink.render(touched, now_ms), logs)
-                with pin(p):
-                    for key, entry in touched.items():
-                        table[key] = entry
-                    for key in sink.expired_keys(now_ms, p) if cleanup else ():
-                        del table[key]
+                writes: dict = dict(touched)
+                for key in sink.expired_keys(now_ms, p) if cleanup else ():
+                    writes[key] = None
+                await asyncio.gather(*await persist(table, p, writes))
             if cleanup:
                 last_cleanup = time.monotonic()
 
