@@ -170,13 +170,14 @@ class Sink:
         return out
 
 
-def register(app, cfg: Config, out_topic, dl_topic, make_table, persist) -> Sink:
+def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
     """Add the sink agent and its table to the Faust app."""
     table = make_table("sink", "Latest partial of every partition, per group and window (the sink's merge).")
     client = DatadogClient(cfg)
 
     async def deadletter(value: bytes, reason: str) -> None:
-        await (await dl_topic.send(value=value, headers={"reason": reason.encode()[:4000], "stage": b"sink"}))
+        await (await producer.send(cfg.els_deadletter_topic, None, value, None,
+                                   [("reason", reason.encode()[:4000]), ("stage", b"sink")]))
 
     sink = Sink(cfg, client, deadletter, table)
     if client.dry_run:
@@ -198,7 +199,7 @@ def register(app, cfg: Config, out_topic, dl_topic, make_table, persist) -> Sink
                 writes: dict = dict(touched)
                 for key in sink.expired_keys(now_ms, p) if cleanup else ():
                     writes[key] = None
-                await asyncio.gather(*await persist(table, p, writes))
+                await asyncio.gather(*await producer.persist(table, p, writes))
             if cleanup:
                 last_cleanup = time.monotonic()
 
