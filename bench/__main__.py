@@ -75,9 +75,8 @@ async def run_worker(cmd: list[str], env: dict, n: int, label: str) -> dict:
                 if done and first is None:
                     first = (time.monotonic(), done)
                 if done >= n:
-                    print(label, await r.json() if False else "", file=sys.stderr)
                     async with s.get(f"http://127.0.0.1:{port}/els/stats/") as r2:
-                        print(label, await r2.json(), file=sys.stderr)
+                        print(label, "stats:", await r2.json(), file=sys.stderr)
                     elapsed = time.monotonic() - first[0]
                     rss = _rss_kb(proc.pid)
                     return {"events_per_s": (done - first[1]) / elapsed if elapsed > 0 else float("inf"),

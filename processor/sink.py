@@ -192,6 +192,7 @@ def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
             for e in events:
                 by_partition[e.message.partition].append(orjson.loads(e.message.value))
             now_ms = int(time.time() * 1000)
+            t0 = time.perf_counter()
             cleanup = time.monotonic() - last_cleanup > 60
             for p, values in by_partition.items():
                 touched, logs = sink.absorb(values, p)
@@ -202,6 +203,7 @@ def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
                 await asyncio.gather(*await producer.persist(table, p, writes))
             if cleanup:
                 last_cleanup = time.monotonic()
+            sink.stats["t_sink_ms"] += int((time.perf_counter() - t0) * 1000)
 
     app.els["sink"] = sink
     return sink

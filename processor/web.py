@@ -60,4 +60,4 @@ def register(app) -> None:
 
     @app.page("/els/stats/")
     async def stats_view(web, request):
-        return web.json(dict(state["stats"]))
+        return web.json({**state["stats"], **{f"sink_{k}": v for k, v in state["sink"].stats.items()}})

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from pathlib import Path
 
+import orjson
 import pytest
 
 from els.simulate import Simulator
@@ -27,7 +29,8 @@ def worker_env(bootstrap: str, topics: dict) -> dict:
             "ELS_FLUSH_SECONDS": "1", "ELS_LATENESS_SECONDS": "3600", "ELS_CHAIN_QUIET_SECONDS": "1",
             "ELS_REBALANCE_TIMEOUT_SECONDS": "3",
             "ELS_SESSION_TIMEOUT_SECONDS": "6", "ELS_DATA_DIR": "test-artifacts/faust-data", "ELS_LOGS": "failures,chains",
-            "ELS_APP_ID": "els-" + topics["ELS_RAW_TOPIC"], **topics}
+            "ELS_APP_ID": "els-" + topics["ELS_RAW_TOPIC"], "DD_API_KEY": "",
+            "ELS_DRY_RUN_FILE": f"test-artifacts/dry-run-{topics['ELS_RAW_TOPIC']}.ndjson", **topics}
 
 
 def counters(bag, metric: str) -> dict[str, float]:
@@ -115,6 +118,14 @@ async def test_one_worker_exact_totals(kafka_bootstrap, topic_names):
             assert failure_logs and all(item["status"] == "error" and item["error"]["kind"] and
                                         item["chain"]["path"] for item in failure_logs)
             assert any(item.get("chain", {}).get("status") for item in reader.logs if "event_type" not in item)
+        # without DD_API_KEY the sink runs dry: the requests it would send are in the dry-run file
+        dry = Path(worker.env["ELS_DRY_RUN_FILE"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (dry.exists() and b"/api/v2/series" in dry.read_bytes()):
+            await asyncio.sleep(0.5)
+        lines = [orjson.loads(line) for line in dry.read_bytes().splitlines()]
+        assert {line["path"] for line in lines} == {"/api/v2/series", "/api/v2/logs"}
+        assert "DD_API_KEY is not set" in worker.output()
     finally:
         worker.stop()
 
