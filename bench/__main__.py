@@ -144,24 +144,86 @@ async def processor_bench(bootstrap: str, n: int) -> dict:
             "processor_peak_rss_mb": round(proc["rss_mb"], 1)}
 
 
+async def delivery_bench(bootstrap: str, n: int, seconds: float = 60.0) -> dict:
+    """Datadog requests and bytes for n events fed over `seconds` (production window and flush settings),
+    against a forwarder that sends one request per event; and event-to-Datadog freshness is not measured yet."""
+    from tests.fakedatadog import FakeDatadog
+
+    sim = Simulator(seed=9, flows=20, helpers=5, dup_rate=0.05)
+    events: list[dict] = []
+    now = int(time.time() * 1000)
+    while len(events) < n:
+        events += sim.workload(200, now, int(seconds * 1000))
+    events = events[:n]
+    topic = f"bench-dd-{uuid.uuid4().hex[:6]}"
+    async with FakeDatadog(api_key="bench-key") as dd:
+        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_PARTITIONS": str(PARTITIONS), "ELS_RAW_TOPIC": topic,
+               "ELS_OUT_TOPIC": topic + "-out", "ELS_DEADLETTER_TOPIC": topic + "-dl", "ELS_APP_ID": topic,
+               "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_DATA_DIR": "var/faust-bench", "ELS_LOG_LEVEL": "WARNING",
+               "DD_API_KEY": "bench-key", "DD_URL": dd.url, "ELS_WEB_PORT": str(free_port())}
+        await ensure_topics(bootstrap, [topic, topic + "-out", topic + "-dl"], PARTITIONS)
+        log = open(ROOT / "var" / "bench-delivery.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "els.cli", "process"], env={**os.environ, **env},
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            slices = 20
+            for i in range(slices):  # a sustained rate, as Okta would deliver it
+                await preload(bootstrap, topic, events[i * n // slices:(i + 1) * n // slices])
+                await asyncio.sleep(seconds / slices)
+            want = sum(c for (_f, _t), c in sim.expected.events.items())
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and dd.sum("okta.workflows.events") < want:
+                await asyncio.sleep(1)
+            await asyncio.sleep(12)  # one more flush
+            got = dd.sum("okta.workflows.events")
+            ours = {"requests": len(dd.requests), "bytes": dd.bytes_received()}
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            log.close()
+        dd.reset()
+        async with aiohttp.ClientSession() as s:  # the baseline: one uncompressed request per event
+            for ev in events:
+                async with s.post(dd.url + "/api/v2/logs", data=orjson.dumps(ev),
+                                  headers={"DD-API-KEY": "bench-key", "Content-Type": "application/json"}) as r:
+                    await r.read()
+        base = {"requests": len(dd.requests), "bytes": dd.bytes_received()}
+    per10k = 10_000 / n
+    return {"events": n, "events_counted_in_datadog": got, "expected_events": want,
+            "requests_per_10k_events": round(ours["requests"] * per10k, 1),
+            "bytes_per_10k_events": round(ours["bytes"] * per10k),
+            "baseline_requests_per_10k_events": round(base["requests"] * per10k),
+            "baseline_bytes_per_10k_events": round(base["bytes"] * per10k),
+            "request_ratio": round(ours["requests"] / base["requests"], 5),
+            "byte_ratio": round(ours["bytes"] / base["bytes"], 4)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=int(os.environ.get("BENCH_EVENTS", 200_000)))
+    ap.add_argument("--only", choices=["processor", "delivery"])
     args = ap.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     broker = None
     if not bootstrap:
         broker = EmbeddedBroker(log_path=str(ROOT / "var" / "bench-broker.log")).start()
         bootstrap = broker.bootstrap
+    (ROOT / "var").mkdir(exist_ok=True)
+    results = {}
     try:
-        result = asyncio.run(processor_bench(bootstrap, args.events))
+        if args.only in (None, "processor"):
+            results["processor"] = asyncio.run(processor_bench(bootstrap, args.events))
+        if args.only in (None, "delivery"):
+            results["delivery"] = asyncio.run(delivery_bench(bootstrap, 10_000))
     finally:
         if broker:
             broker.stop()
-    width = max(len(k) for k in result)
-    for k, v in result.items():
-        print(f"{k:<{width}}  {v}")
-    print(json.dumps({"scenario": "processor", **result}))
+    for name, result in results.items():
+        print(f"== {name}")
+        width = max(len(k) for k in result)
+        for k, v in result.items():
+            print(f"{k:<{width}}  {v}")
+    print(json.dumps(results))
     return 0
 
 

@@ -17,6 +17,7 @@ from collections import defaultdict
 
 import faust
 import orjson
+from faust.types import TP
 
 from els import logs as els_logs
 from els.config import Config
@@ -109,6 +110,40 @@ def create_app(cfg: Config) -> faust.App:
     producer = Producer(app)
     persist = producer.persist
 
+    expected: dict[int, int] = {}   # next raw offset to apply, per partition (from the persisted clock)
+    seeked: dict[int, int] = {}
+
+    async def in_order(p: int, records: list[Record]) -> list[Record]:
+        """The records to apply: in offset order, from the partition's persisted position, without gaps.
+
+        Faust acks (and may commit) records it skips while a rebalance or recovery is under way, and may hand
+        over later records before earlier ones after a restart; so the position that counts is the one in our
+        own state. Records before it were applied already; a gap after it means records were skipped: seek
+        back to it and drop the rest of the batch (they come again). A gap that persists after the seek is a
+        real hole in the log (compaction, transaction markers) and is accepted.
+        """
+        exp = expected.get(p)
+        if exp is None:
+            clock = windows.get(f"{p}|clock")
+            exp = expected[p] = clock["off"] + 1 if clock and clock.get("off", -1) >= 0 else None
+        keep: list[Record] = []
+        for r in sorted(records, key=lambda r: r.offset):
+            if exp is not None and r.offset < exp:
+                stats["already_applied"] += 1
+                continue
+            if exp is None or r.offset == exp or seeked.get(p) == exp:
+                keep.append(r)
+                exp = r.offset + 1
+                seeked.pop(p, None)
+                continue
+            stats["gap_seeks"] += 1
+            seeked[p] = exp
+            log.warning("records skipped by the consumer; seeking back", extra={"partition": p, "to": exp,
+                                                                                "got": r.offset})
+            await app.consumer.seek(TP(cfg.els_raw_topic, p), exp)
+            break
+        return keep
+
     @app.agent(raw_topic)
     async def process(stream):
         t_wait = time.perf_counter()
@@ -120,7 +155,11 @@ def create_app(cfg: Config) -> faust.App:
                 m = e.message
                 by_partition[m.partition].append(
                     Record(m.offset, m.key, m.value, dict(m.headers or ()), m.timestamp and int(m.timestamp * 1000)))
-            steps = [(p, records, *engine.step(p, records)) for p, records in by_partition.items()]
+            steps = []
+            for p, records in by_partition.items():
+                records = await in_order(p, records)
+                if records:
+                    steps.append((p, records, *engine.step(p, records)))
             t1 = time.perf_counter()
             stats["t_step_ms"] += int((t1 - t0) * 1000)
             # outputs first: state that says "emitted" must never be ahead of the outbox; one round trip each
@@ -138,7 +177,9 @@ def create_app(cfg: Config) -> faust.App:
             stats["t_out_send_ms"] += int((t2 - t1) * 1000)
             stats["t_out_ack_ms"] += int((t3 - t2) * 1000)
             pending = []
+            clocks = []
             for p, records, out, chain_writes, window_writes in steps:
+                clocks.append((p, {f"{p}|clock": window_writes.pop(f"{p}|clock")}))
                 pending += await persist(chains, p, chain_writes)
                 pending += await persist(windows, p, window_writes)
                 stats["records"] += len(records)
@@ -147,6 +188,10 @@ def create_app(cfg: Config) -> faust.App:
                 stats["deadletters"] += len(out.deadletters)
             t4 = time.perf_counter()
             await asyncio.gather(*pending)
+            # the clock (this partition's position) last: it says everything up to it is in the state
+            await asyncio.gather(*[f for p, clock in clocks for f in await persist(windows, p, clock)])
+            for p, records, *_ in steps:
+                expected[p] = records[-1].offset + 1
             t_wait = time.perf_counter()
             stats["t_state_send_ms"] += int((t4 - t3) * 1000)
             stats["t_state_ack_ms"] += int((t_wait - t4) * 1000)
@@ -163,11 +208,15 @@ def create_app(cfg: Config) -> faust.App:
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app_, assigned, **kwargs):
+        expected.clear()
+        seeked.clear()
         for p in range(cfg.els_partitions):
             engine.forget_partition(p)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app_, revoked, **kwargs):
+        expected.clear()
+        seeked.clear()
         for p in range(cfg.els_partitions):
             engine.forget_partition(p)
 

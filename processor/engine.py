@@ -4,8 +4,9 @@ Independent of Faust, so the live worker (Faust tables as the store), the replay
 unit tests run the very same logic. The store holds two kinds of records, both stamped with `off`, the last raw
 offset whose effects they contain (see docs/design.md, "Exactness under crashes"):
 - chains: root execution id -> Chain.to_dict()
-- windows: "<partition>|<group>|<window start ms>" -> {"bag", "off", "closed", "dirty", "emitted_ms"}, and
-  "<partition>|clock" -> {"now", "off"}.
+- windows: "<partition>|<group>|<window start ms>" -> {"bag", "applied", "closed", "dirty", "emitted_ms"}, and
+  "<partition>|clock" -> {"now", "off"}. `applied` lists the raw offset ranges whose effects the window holds
+  (the spans of the batches that touched it): exact even when a consumer re-delivers records out of order.
 Outputs (outbox partials and logs, dead letters) are returned to the caller, which must get them acknowledged by
 Kafka before it writes the new state: a state record that says "done" is never ahead of what was emitted.
 """
@@ -109,9 +110,10 @@ class Engine:
             rec = win_cache.get(key)
             if rec is None:
                 stored = self.windows.get(key)
-                rec = dict(stored) if stored else {"bag": None, "off": -1, "closed": False, "dirty": False,
+                rec = dict(stored) if stored else {"bag": None, "applied": [], "closed": False, "dirty": False,
                                                    "emitted_ms": 0, "group": group, "ws": ws}
                 rec["_bag"] = Bag.from_dict(rec["bag"]) if rec.get("bag") else Bag()
+                rec["_done"] = set()
                 win_cache[key] = rec
                 window_keys.add(key)
             return key, rec
@@ -119,14 +121,18 @@ class Engine:
         def bump(group: str, ws: int, off: int, fn) -> bool:
             """Apply fn(bag) to a window unless it already holds this offset's effects; False if it is closed."""
             _, rec = window(group, ws)
+            if _holds(rec["applied"], off):
+                return True  # applied before a crash or a re-delivery: already there
             if rec["closed"]:
-                return rec["off"] >= off  # already there (re-processing) counts as success
-            # one offset may contribute several times to one window (events_in and late_events, say)
-            if rec["off"] < off or rec.get("_applying") == off:
+                return False
+            # one offset may contribute several times to one window (events_in and late_events, say),
+            # but a record delivered twice within a batch only once
+            if off not in rec["_done"] or rec.get("_applying") == off:
                 fn(rec["_bag"])
-                rec["off"] = off
+                rec["_done"].add(off)
                 rec["_applying"] = off
                 rec["dirty"] = True
+                rec["_touched"] = True
             return True
 
         def pipeline_count(metric: str, ws: int, off: int, n: int = 1) -> None:
@@ -210,6 +216,9 @@ class Engine:
                 window_writes[key] = None
                 window_keys.discard(key)
                 continue
+            if rec.get("_touched") and records:
+                rec["applied"] = _add_range(rec["applied"], min(r.offset for r in records),
+                                            max(r.offset for r in records))
             rec = {k: v for k, v in rec.items() if not k.startswith("_")} | {"bag": rec["_bag"].to_dict()}
             window_writes[key] = rec
         window_writes[clock_key] = clock
@@ -261,7 +270,6 @@ class Engine:
                 rec["emitted_ms"] = now
             if closing:
                 rec["closed"] = True
-                rec["off"] = max(rec["off"], off)
 
 
     def _emit_chain(self, ch: chainlib.Chain, off: int, out: Outputs, bump) -> None:
@@ -278,6 +286,21 @@ def _partial(p: int, rec: dict, off: int, final: bool) -> tuple[bytes, dict]:
     return (f"{rec['group']}|{rec['ws']}".encode(),
             {"kind": "partial", "p": p, "group": rec["group"], "ws": rec["ws"], "seq": off, "final": final,
              "bag": rec["_bag"].to_dict()})
+
+
+def _holds(ranges: list, off: int) -> bool:
+    return any(lo <= off <= hi for lo, hi in ranges)
+
+
+def _add_range(ranges: list, lo: int, hi: int) -> list:
+    """Offset ranges, sorted and merged (adjacent ranges join), with [lo, hi] added."""
+    out: list[list[int]] = []
+    for a, b in sorted([*ranges, [lo, hi]]):
+        if out and a <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
 
 
 def _log_record(trace_id: str, item: dict) -> tuple[bytes, dict]:
