@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -136,6 +137,11 @@ def run_foreground(bootstrap: str) -> int:
           "MEMORY STORAGE, for development and tests: everything is lost when it stops. Ctrl-C stops it.",
           file=sys.stderr, flush=True)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `kill` stops the broker too, not just the wrapper
     try:
         return proc.wait()
     except KeyboardInterrupt:
