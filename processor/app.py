@@ -27,6 +27,7 @@ log = logging.getLogger("els.processor")
 
 BATCH_MAX = 2000
 BATCH_WITHIN_SECONDS = 0.2
+GAP_ACCEPT_SECONDS = 30.0
 
 class Producer:
     """Sends through the worker's own aiokafka producer, already serialised.
@@ -111,7 +112,7 @@ def create_app(cfg: Config) -> faust.App:
     persist = producer.persist
 
     expected: dict[int, int] = {}   # next raw offset to apply, per partition (from the persisted clock)
-    seeked: dict[int, int] = {}
+    seeked: dict[int, tuple[int, float]] = {}  # partition -> (offset sought, when first sought)
 
     async def in_order(p: int, records: list[Record]) -> list[Record]:
         """The records to apply: in offset order, from the partition's persisted position, without gaps.
@@ -119,8 +120,9 @@ def create_app(cfg: Config) -> faust.App:
         Faust acks (and may commit) records it skips while a rebalance or recovery is under way, and may hand
         over later records before earlier ones after a restart; so the position that counts is the one in our
         own state. Records before it were applied already; a gap after it means records were skipped: seek
-        back to it and drop the rest of the batch (they come again). A gap that persists after the seek is a
-        real hole in the log (compaction, transaction markers) and is accepted.
+        back to it and drop the rest of the batch (they come again; records fetched before the seek may still
+        arrive first, and are dropped the same way). A gap that persists for GAP_ACCEPT_SECONDS after the first
+        seek is a real hole in the log (retention deleted it) and is accepted, loudly.
         """
         exp = expected.get(p)
         if exp is None:
@@ -131,15 +133,21 @@ def create_app(cfg: Config) -> faust.App:
             if exp is not None and r.offset < exp:
                 stats["already_applied"] += 1
                 continue
-            if exp is None or r.offset == exp or seeked.get(p) == exp:
+            sought = seeked.get(p)
+            hole = sought is not None and sought[0] == exp and time.monotonic() - sought[1] > GAP_ACCEPT_SECONDS
+            if exp is None or r.offset == exp or hole:
+                if hole:
+                    log.error("raw records %s..%s are gone from the topic (retention?); continuing after them",
+                              exp, r.offset - 1, extra={"partition": p})
                 keep.append(r)
                 exp = r.offset + 1
                 seeked.pop(p, None)
                 continue
             stats["gap_seeks"] += 1
-            seeked[p] = exp
-            log.warning("records skipped by the consumer; seeking back", extra={"partition": p, "to": exp,
-                                                                                "got": r.offset})
+            if sought is None or sought[0] != exp:
+                seeked[p] = (exp, time.monotonic())
+                log.warning("records skipped by the consumer; seeking back",
+                            extra={"partition": p, "to": exp, "got": r.offset})
             await app.consumer.seek(TP(cfg.els_raw_topic, p), exp)
             break
         return keep
