@@ -214,19 +214,15 @@ def create_app(cfg: Config) -> faust.App:
                    for p in range(cfg.els_partitions)]
         await asyncio.gather(*futures)
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(app_, assigned, **kwargs):
+    async def forget_positions(app_, *args, **kwargs):
+        """After any assignment change, positions and indexes are re-read from the (restored) state."""
         expected.clear()
         seeked.clear()
         for p in range(cfg.els_partitions):
             engine.forget_partition(p)
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app_, revoked, **kwargs):
-        expected.clear()
-        seeked.clear()
-        for p in range(cfg.els_partitions):
-            engine.forget_partition(p)
+    app.on_partitions_assigned.connect(forget_positions)
+    app.on_partitions_revoked.connect(forget_positions)
 
     from processor import sink, web
 
