@@ -176,7 +176,7 @@ async def delivery_bench(bootstrap: str, n: int, seconds: float = 60.0) -> dict:
                 await asyncio.sleep(1)
             await asyncio.sleep(12)  # one more flush
             got = dd.sum("okta.workflows.events")
-            ours = {"requests": len(dd.requests), "bytes": dd.bytes_received()}
+            ours = {"requests": len(dd.requests), "bytes": sum(r[2] for r in dd.requests)}
         finally:
             proc.terminate()
             proc.wait(30)
@@ -187,7 +187,7 @@ async def delivery_bench(bootstrap: str, n: int, seconds: float = 60.0) -> dict:
                 async with s.post(dd.url + "/api/v2/logs", data=orjson.dumps(ev),
                                   headers={"DD-API-KEY": "bench-key", "Content-Type": "application/json"}) as r:
                     await r.read()
-        base = {"requests": len(dd.requests), "bytes": dd.bytes_received()}
+        base = {"requests": len(dd.requests), "bytes": sum(r[2] for r in dd.requests)}
     per10k = 10_000 / n
     return {"events": n, "events_counted_in_datadog": got, "expected_events": want,
             "requests_per_10k_events": round(ours["requests"] * per10k, 1),
