@@ -18,10 +18,10 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from els.broker import EmbeddedBroker, free_port
-from els.simulate import Simulator
+from els.simulate import Simulator, produce_events
 from els.topics import ensure_topics
 
 PARTITIONS = 8
@@ -39,18 +39,7 @@ def make_events(n: int, seed: int = 7) -> tuple[Simulator, list[dict]]:
 
 async def preload(bootstrap: str, topic: str, events: list[dict]) -> None:
     await ensure_topics(bootstrap, [topic], PARTITIONS)
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20)
-    await p.start()
-    try:
-        now = str(int(time.time() * 1000)).encode()
-        futs = []
-        for ev in events:
-            key = (ev.get("root_execution_id") or ev["execution_id"]).encode()
-            futs.append(await p.send(topic, orjson.dumps(ev), key=key,
-                                     headers=[("received_at", now), ("idempotency_key", ev["idempotency_key"].encode())]))
-        await asyncio.gather(*futs)
-    finally:
-        await p.stop()
+    await produce_events(bootstrap, topic, events, linger_ms=20, max_batch_size=1 << 20)
 
 
 async def run_worker(cmd: list[str], env: dict, n: int, label: str) -> dict:

@@ -12,6 +12,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import orjson
+
 ORG = {"org_id": "00o4mhtja45vHndwd0g7", "org_name": "logstream-01", "org_hostname": "atko.okta.com"}
 ERRORS = [("ConnectorError", "E0000001", "Connection to Salesforce timed out"),
           ("ValidationError", "E0000002", "Missing required field: email"),
@@ -164,3 +166,27 @@ class Simulator:
         for _ in range(chains):
             out.extend(self.chain(start_ms + self.rng.randrange(max(spread_ms, 1))))
         return out
+
+
+async def produce_events(bootstrap: str, topic: str, events: list[dict], linger_ms: int = 5,
+                         max_batch_size: int = 16384) -> None:
+    """Write events straight to the raw topic the way ingest does (key = chain root, same headers)."""
+    import asyncio
+    import time
+
+    from aiokafka import AIOKafkaProducer
+
+    from ingest.envelope import event_key
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms,
+                                max_batch_size=max_batch_size)
+    await producer.start()
+    try:
+        now = str(int(time.time() * 1000)).encode()
+        futures = []
+        for ev in events:
+            headers = [("received_at", now), ("idempotency_key", ev["idempotency_key"].encode())]
+            futures.append(await producer.send(topic, orjson.dumps(ev), key=event_key(ev), headers=headers))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

@@ -15,9 +15,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from els.simulate import Simulator
+from els.simulate import Simulator, produce_events
 from processor.aggregate import render_series, tag_value
-from tests.workers import OutboxReader, Worker, produce_events
+from tests.workers import OutboxReader, Worker
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -11,7 +10,7 @@ import time
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from els.broker import free_port
 from processor.aggregate import Bag
@@ -53,22 +52,6 @@ class Worker:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-
-async def produce_events(bootstrap: str, topic: str, events: list[dict]) -> None:
-    """Write events the way ingest does (key = chain root, idempotency_key header)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        now = str(int(time.time() * 1000)).encode()
-        futures = []
-        for ev in events:
-            key = (ev.get("root_execution_id") or ev["execution_id"]).encode()
-            headers = [("received_at", now), ("idempotency_key", ev["idempotency_key"].encode())]
-            futures.append(await producer.send(topic, orjson.dumps(ev), key=key, headers=headers))
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 class OutboxReader:
