@@ -53,6 +53,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ELS_DATA_DIR", "var/faust", "Faust's data directory (the worker's local files)."),
     Setting("ELS_LOG_LEVEL", "INFO", "Log level of the pipeline's own logs."),
     Setting("DD_API_KEY", None, "Datadog API key; without it the sink runs dry.", secret=True),
+    Setting("DD_APP_KEY", None, "Datadog application key: only `els datadog install` needs it (the dashboard and "
+            "monitor APIs refuse an API key alone).", secret=True),
     Setting("DD_SITE", "datadoghq.com", "Datadog site."),
     Setting("DD_URL", None, "One base URL that replaces every Datadog intake host (proxies, tests)."),
     Setting("DD_TAGS", None, "Global tags added to every metric and log (env:prod,team:iam)."),
@@ -112,6 +114,7 @@ class Config:
     els_data_dir: str
     els_log_level: str
     dd_api_key: str | None
+    dd_app_key: str | None
     dd_site: str
     dd_url: str | None
     dd_tags: str | None

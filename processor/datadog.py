@@ -54,6 +54,17 @@ def series_model(s: dict) -> MetricSeries:
     return MetricSeries(**kwargs)
 
 
+def configuration(cfg: Config) -> Configuration:
+    """The client configuration every Datadog call of the pipeline uses (sink and `els datadog install`):
+    DD_URL replaces every operation's host, else DD_SITE picks the site; the API key; no client retries."""
+    conf = Configuration(host=cfg.dd_url.rstrip("/")) if cfg.dd_url else Configuration()
+    conf.server_variables["site"] = cfg.dd_site
+    conf.api_key["apiKeyAuth"] = cfg.dd_api_key
+    conf.enable_retry = False
+    conf.request_timeout = REQUEST_TIMEOUT_S
+    return conf
+
+
 class DatadogClient:
     """POST series and logs; every outcome comes back as an Answer, never as an exception."""
 
@@ -66,12 +77,7 @@ class DatadogClient:
 
     def _api(self) -> AsyncApiClient:
         if self._client is None:
-            conf = Configuration(host=self.cfg.dd_url.rstrip("/")) if self.cfg.dd_url else Configuration()
-            conf.server_variables["site"] = self.cfg.dd_site
-            conf.api_key["apiKeyAuth"] = self.cfg.dd_api_key
-            conf.enable_retry = False
-            conf.request_timeout = REQUEST_TIMEOUT_S
-            self._client = AsyncApiClient(conf)
+            self._client = AsyncApiClient(configuration(self.cfg))
         return self._client
 
     async def close(self) -> None:
