@@ -4,13 +4,17 @@
   worker owns (with several workers, ask each; the Datadog values are the merged truth).
 - /els/chains/{root}/: one chain by its root execution id, routed by Faust to the worker
   that owns the chain's raw partition (chain state is co-partitioned with the raw topic).
+- /els/status/ (and / redirecting to it): the human status page; it polls /els/status.json (processor/status.py).
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 from processor.aggregate import Bag, render_series
+from processor.status import RecentRise, sink_state, status_data
+from processor.status_page import PAGE
 
 
 def flow_stats(windows, window_seconds: int, prefix: str) -> dict:
@@ -61,3 +65,34 @@ def register(app) -> None:
     @app.page("/els/stats/")
     async def stats_view(web, request):
         return web.json({**state["stats"], **{f"sink_{k}": v for k, v in state["sink"].stats.items()}})
+
+    def owned_partitions() -> list[int] | None:
+        """The raw partitions this worker actively owns (its table also holds standby copies of others)."""
+        try:
+            actives = app.assignor.assigned_actives()
+        except Exception:  # noqa: BLE001 - before the first assignment Faust may not know yet
+            return []
+        return sorted(tp.partition for tp in actives if tp.topic == cfg.els_raw_topic)
+
+    retries = RecentRise()
+
+    @app.page("/els/status.json")
+    async def status_json(web, request):
+        now_ms = int(time.time() * 1000)
+        data = status_data(list(state["windows"].items()), window_seconds=cfg.els_window_seconds,
+                           prefix=cfg.els_metric_prefix, partitions=owned_partitions(), now_ms=now_ms)
+        sink = state["sink"]
+        data["partition_count"] = cfg.els_partitions
+        data["sink"] = sink_state(sink.stats, sink.client.dry_run,
+                                  retries.sample(sink.stats.get("sink_retries", 0), now_ms))
+        data["worker"] = {k: state["stats"].get(k, 0) for k in ("records", "batches", "deadletters", "gap_seeks")}
+        return web.json(data)
+
+    @app.page("/els/status/")
+    async def status_page(web, request):
+        return web.html(PAGE)
+
+    @app.page("/")
+    async def index(web, request):
+        """Registered before Faust's own "/" blueprint (applied at server start), so this one answers."""
+        return web.text("", status=302, headers={"Location": "/els/status/"})
