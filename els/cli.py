@@ -89,6 +89,88 @@ def cmd_up(args, names) -> int:
     return run(_apply(args, names))
 
 
+def _simulate_options(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    p.add_argument("--url", default=env("ELS_SIMULATE_URL", "http://127.0.0.1:8080/v1/events"),
+                   help="ingest URL to POST to [env ELS_SIMULATE_URL; default %(default)s]")
+    p.add_argument("--token", default=None,
+                   help="secret to send [env ELS_SIMULATE_TOKEN, else the first of ELS_AUTH_TOKENS, else the "
+                        "file var/ingest-secret that `els up` writes]")
+    p.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    p.add_argument("--count", type=int, default=None,
+                   help="stop after the chain that reaches N events (default 1000 unless --duration)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--seed", type=int, default=1, help="same seed, same chains and expected totals")
+    p.add_argument("--flows", type=int, default=20, help="number of root flows (default %(default)s)")
+    p.add_argument("--helpers", type=int, default=5, help="number of helper flows (default %(default)s)")
+    p.add_argument("--duplicates", type=float, default=0.05,
+                   help="fraction of events delivered twice (default %(default)s)")
+    p.add_argument("--late", type=float, default=0.05,
+                   help="fraction of events delivered after the next chain (default %(default)s)")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at most (default %(default)s)")
+    p.add_argument("--retries", type=int, default=8,
+                   help="retries of a 503/429/5xx/unanswered request, honouring Retry-After (default %(default)s)")
+    p.add_argument("--progress", action="store_true", help="progress line on stderr (default: when it is a TTY)")
+    p.add_argument("--expected-json", metavar="PATH", help="write the expected per-flow totals here")
+    p.add_argument("--json", action="store_true", help="print the expected per-flow totals on stdout "
+                   "(the summary then goes to stderr)")
+
+
+def _simulate_token(args, cfg: Config) -> str | None:
+    from pathlib import Path
+
+    if args.token:
+        return args.token
+    if os.environ.get("ELS_SIMULATE_TOKEN"):
+        return os.environ["ELS_SIMULATE_TOKEN"]
+    if cfg.auth_tokens:
+        return cfg.auth_tokens[0]
+    secret = Path("var/ingest-secret")
+    return secret.read_text().strip() or None if secret.exists() else None
+
+
+def cmd_simulate(args, names) -> int:
+    """Post simulated ELS traffic; exit 1 if any event was finally refused."""
+    import asyncio
+    import json
+
+    from els.simulate import SimulateOptions, simulate
+
+    cfg = _apply(args, names)
+    for name, value, low in (("--rate", args.rate, 0), ("--duration", args.duration, 0)):
+        if value is not None and value <= low:
+            raise ConfigError(f"{name} must be positive")
+    if args.count is not None and args.count < 1:
+        raise ConfigError("--count must be at least 1")
+    if not 0 <= args.duplicates < 1 or not 0 <= args.late < 1:
+        raise ConfigError("--duplicates and --late are fractions in [0, 1)")
+    if args.flows < 1 or args.helpers < 1 or args.concurrency < 1 or args.retries < 0:
+        raise ConfigError("--flows, --helpers and --concurrency must be at least 1, --retries at least 0")
+    token = _simulate_token(args, cfg)
+    if token:
+        logs.register_secrets([token])
+    else:
+        print("els simulate: no secret (--token, ELS_SIMULATE_TOKEN, ELS_AUTH_TOKENS or var/ingest-secret); "
+              "posting without one", file=sys.stderr)
+    opts = SimulateOptions(url=args.url, token=token, header=cfg.els_auth_header, rate=args.rate,
+                           count=args.count if args.count or args.duration else 1000, duration=args.duration,
+                           seed=args.seed, flows=args.flows, helpers=args.helpers, duplicates=args.duplicates,
+                           late=args.late, concurrency=args.concurrency, retries=args.retries,
+                           progress=args.progress or sys.stderr.isatty())
+    sim, result, elapsed = asyncio.run(simulate(opts))
+    expected = sim.expected.as_json()
+    print(f"els simulate: {result.summary(elapsed)}", file=sys.stderr if args.json else sys.stdout)
+    if args.expected_json:
+        with open(args.expected_json, "w") as f:
+            json.dump(expected, f, indent=2, sort_keys=True)
+    if args.json:
+        print(json.dumps(expected, indent=2, sort_keys=True))
+    return 1 if result.refused or result.rejected else 0
+
+
+OPTIONS = {"simulate": _simulate_options}
+
+
 COMMANDS = {
     "broker": (cmd_broker, "the embedded Kafka-compatible broker (Tansu, memory storage) for development",
                ["KAFKA_BOOTSTRAP_SERVERS"] + COMMON),
@@ -97,6 +179,8 @@ COMMANDS = {
                 KAFKA + TOPICS + PROCESS + COMMON),
     "up": (cmd_up, "broker + ingest + processor in one foreground process group (no Docker needed)",
            KAFKA + TOPICS + INGEST + PROCESS + COMMON),
+    "simulate": (cmd_simulate, "realistic ELS traffic against an ingest URL, with the totals it must produce",
+                 ["ELS_AUTH_TOKENS", "ELS_AUTH_HEADER"] + COMMON),
 }
 
 
@@ -107,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         _add_settings(p, settings)
         p.set_defaults(func=func, settings=settings)
+        if name in OPTIONS:
+            OPTIONS[name](p)
     return parser
 
 

@@ -97,6 +97,8 @@ class Simulator:
         elif r < 0.10:
             evs.append(self._event("FLOW_RATE_LIMIT", t0 + 5, flow, ex, parent, root, hostname="api.example.com",
                                    status_code="429", backoff_duration="30"))
+        elif r < 0.13:  # a Pause card (or a wait for an approval) suspends the execution for a while
+            evs.append(self._event("FLOW_PAUSE", t0 + 5, flow, ex, parent, root))
         duration = int(self.rng.lognormvariate(5, 1)) + 1
         steps = self.rng.randint(1, 60)
         end = t0 + duration
@@ -190,3 +192,202 @@ async def produce_events(bootstrap: str, topic: str, events: list[dict], linger_
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+# -- delivery over HTTP (`els simulate`) ---------------------------------------------------------------------
+@dataclass
+class Delivery:
+    """What happened to the bodies posted: the answers, and how many events were finally refused."""
+
+    bodies: int = 0
+    events: int = 0
+    accepted: int = 0
+    rejected: int = 0           # items ingest answered 202 for but dead-lettered
+    refused: int = 0            # events in bodies that never got a 2xx
+    retries: int = 0
+    statuses: Counter = field(default_factory=Counter)  # every non-2xx answer, "conn" for no answer
+    shapes: Counter = field(default_factory=Counter)
+
+    def summary(self, elapsed_s: float) -> str:
+        rate = self.events / elapsed_s if elapsed_s > 0 else 0.0
+        non2xx = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items(), key=str)) or "none"
+        shapes = ", ".join(f"{k} {v}" for k, v in sorted(self.shapes.items()))
+        return (f"sent {self.events} events in {self.bodies} bodies in {elapsed_s:.1f}s ({rate:.0f} events/s); "
+                f"accepted {self.accepted}, rejected {self.rejected}, finally refused {self.refused}; "
+                f"non-2xx answers: {non2xx}; retries {self.retries}\nbodies: {shapes}")
+
+
+def shape_bodies(events: list[dict], rng: random.Random) -> list[tuple[str, bytes, dict[str, str], int]]:
+    """Split events into request bodies the way ELS and custom event hooks deliver them.
+
+    Returns (shape, body, headers, events in it). Shapes: one plain event (the common case), a JSON array,
+    NDJSON, `{"event": ...}`, a Datadog-style `{"message": "<event as a JSON string>", "ddsource": ...}`, and
+    now and then a gzip-compressed array.
+    """
+    import gzip
+
+    out = []
+    i = 0
+    while i < len(events):
+        r = rng.random()
+        if r < 0.55:
+            out.append(("event", orjson.dumps(events[i]), {}, 1))
+            i += 1
+        elif r < 0.75:
+            n = rng.randint(2, 10)
+            batch = events[i:i + n]
+            out.append(("array", orjson.dumps(batch), {}, len(batch)))
+            i += len(batch)
+        elif r < 0.82:
+            n = rng.randint(2, 6)
+            batch = events[i:i + n]
+            out.append(("ndjson", b"\n".join(orjson.dumps(e) for e in batch) + b"\n",
+                        {"Content-Type": "application/x-ndjson"}, len(batch)))
+            i += len(batch)
+        elif r < 0.90:
+            out.append(("wrapped", orjson.dumps({"event": events[i]}), {}, 1))
+            i += 1
+        elif r < 0.97:
+            body = {"message": orjson.dumps(events[i]).decode(), "ddsource": "okta-workflows",
+                    "service": "okta-workflows", "hostname": events[i].get("org_hostname", "")}
+            out.append(("datadog", orjson.dumps(body), {}, 1))
+            i += 1
+        else:
+            n = rng.randint(2, 10)
+            batch = events[i:i + n]
+            out.append(("gzip", gzip.compress(orjson.dumps(batch)), {"Content-Encoding": "gzip"}, len(batch)))
+            i += len(batch)
+    return out
+
+
+@dataclass
+class SimulateOptions:
+    url: str = "http://127.0.0.1:8080/v1/events"
+    token: str | None = None
+    header: str = "Authorization"
+    rate: float | None = None        # events/s; None: as fast as the concurrency allows
+    count: int | None = None         # stop after the chain that reaches this many events
+    duration: float | None = None    # or after this many seconds
+    seed: int = 1
+    flows: int = 20
+    helpers: int = 5
+    duplicates: float = 0.05
+    late: float = 0.05               # fraction of events held back and delivered after the next chain
+    concurrency: int = 8
+    retries: int = 8
+    progress: bool = False
+
+
+async def simulate(opts: SimulateOptions, out=None) -> tuple[Simulator, Delivery, float]:
+    """Generate chains and POST them to an ingest URL; returns the generator (its `expected`), the outcome, seconds.
+
+    Chains are generated as time goes (timestamps are the wall clock), so a long run at a rate looks like live
+    traffic. Ordering is disturbed three ways: events shuffled within a chain, some events held back until
+    after the next chain, and concurrent requests. A 503 (or 429, 5xx, no answer) is retried, honouring
+    Retry-After; any other non-2xx, or retries running out, leaves the body's events refused.
+    """
+    import asyncio
+    import sys
+    import time
+
+    import aiohttp
+
+    out = out or sys.stderr
+    sim = Simulator(seed=opts.seed, flows=opts.flows, helpers=opts.helpers, dup_rate=opts.duplicates)
+    shape_rng = random.Random(opts.seed * 7919 + 1)
+    result = Delivery()
+    headers = {"Content-Type": "application/json"}
+    if opts.token:
+        headers[opts.header] = f"Bearer {opts.token}" if opts.header.lower() == "authorization" else opts.token
+    sem = asyncio.Semaphore(opts.concurrency)
+    pending: set[asyncio.Task] = set()
+    loop = asyncio.get_running_loop()
+    t_start = loop.time()
+    scheduled = 0
+
+    async def post(session: aiohttp.ClientSession, shape: str, body: bytes, extra: dict, n: int) -> None:
+        try:
+            for attempt in range(opts.retries + 1):
+                status, wait = None, None
+                try:
+                    async with session.post(opts.url, data=body, headers={**headers, **extra}) as r:
+                        status = r.status
+                        if 200 <= status < 300:
+                            answer = await r.json(content_type=None)
+                            result.accepted += int(answer.get("accepted", n)) if isinstance(answer, dict) else n
+                            result.rejected += int(answer.get("rejected", 0)) if isinstance(answer, dict) else 0
+                            return
+                        await r.read()
+                        wait = _retry_after(r.headers.get("Retry-After"))
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    pass
+                result.statuses[status if status is not None else "conn"] += 1
+                if status is not None and status not in (408, 429) and status < 500:
+                    break  # 400/401/413...: this body will never be accepted
+                if attempt < opts.retries:
+                    result.retries += 1
+                    await asyncio.sleep(wait if wait is not None else min(0.2 * 2 ** attempt, 10.0))
+            result.refused += n
+        finally:
+            sem.release()
+
+    def progress(final: bool = False) -> None:
+        elapsed = loop.time() - t_start
+        goal = f"/{opts.count}" if opts.count else (f" ({elapsed:.0f}/{opts.duration:.0f}s)" if opts.duration else "")
+        bad = sum(result.statuses.values())
+        out.write(f"\rsimulate: {result.events}{goal} events, {result.events / max(elapsed, 1e-9):.0f}/s, "
+                  f"non-2xx {bad}, refused {result.refused}   " + ("\n" if final else ""))
+        out.flush()
+
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        deferred: list[dict] = []
+        last_progress = 0.0
+        while True:
+            now = loop.time()
+            if opts.count is not None and sim.expected.sent >= opts.count:
+                break
+            if opts.duration is not None and now - t_start >= opts.duration:
+                break
+            events = sim.chain(int(time.time() * 1000))
+            keep, held = [], []
+            for e in events:
+                (held if shape_rng.random() < opts.late else keep).append(e)
+            events, deferred = deferred + keep, held
+            for shape, body, extra, n in shape_bodies(events, shape_rng):
+                if opts.rate:
+                    delay = t_start + scheduled / opts.rate - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                scheduled += n
+                await sem.acquire()
+                result.bodies += 1
+                result.events += n
+                result.shapes[shape] += 1
+                task = asyncio.create_task(post(session, shape, body, extra, n))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if opts.progress and loop.time() - last_progress > 0.5:
+                last_progress = loop.time()
+                progress()
+        for shape, body, extra, n in shape_bodies(deferred, shape_rng):
+            await sem.acquire()
+            result.bodies += 1
+            result.events += n
+            result.shapes[shape] += 1
+            task = asyncio.create_task(post(session, shape, body, extra, n))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        while pending:
+            await asyncio.gather(*list(pending))
+    if opts.progress:
+        progress(final=True)
+    return sim, result, loop.time() - t_start
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta seconds; an HTTP date is not worth parsing here), capped."""
+    try:
+        return min(max(float(value), 0.0), 60.0) if value else None
+    except ValueError:
+        return None
