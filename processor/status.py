@@ -55,7 +55,7 @@ def status_data(windows: Iterable[tuple[str, dict]], *, window_seconds: int, pre
         group = rec.get("group", "")
         if group == "pipeline":
             pipeline.merge(Bag.from_dict(rec.get("bag") or {}))
-        elif group.startswith("flow:"):
+        elif group.startswith("flow:") and isinstance(rec.get("ws"), int):
             slot = per_flow.setdefault(group, {})
             slot.setdefault(rec["ws"], Bag()).merge(Bag.from_dict(rec.get("bag") or {}))
 
