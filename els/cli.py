@@ -37,7 +37,7 @@ def _apply(args: argparse.Namespace, names: list[str]) -> Config:
             os.environ[name] = str(value)
     cfg = Config.from_env()
     logs.setup(cfg.els_log_level)
-    logs.register_secrets([*cfg.auth_tokens, cfg.dd_api_key or ""])
+    logs.register_secrets([*cfg.auth_tokens, cfg.dd_api_key or "", cfg.dd_app_key or ""])
     return cfg
 
 
@@ -168,7 +168,26 @@ def cmd_simulate(args, names) -> int:
     return 1 if result.refused or result.rejected else 0
 
 
-OPTIONS = {"simulate": _simulate_options}
+DATADOG = ["DD_API_KEY", "DD_APP_KEY", "DD_SITE", "DD_URL", "ELS_METRIC_PREFIX"]
+
+
+def cmd_datadog(args, names) -> int:
+    from els.datadog_install import run
+
+    cfg = _apply(args, names)
+    return run(cfg, dry_run=args.dry_run, directory=args.dir)
+
+
+def _datadog_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["install"], help="install: the files of --dir, idempotently (dashboards "
+                   "found by title, monitors by their els-managed:<file stem> tag)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be created or updated, change nothing (without keys: validate only)")
+    p.add_argument("--dir", default=None,
+                   help="where dashboard*.json and monitors/*.json are [default: the repository's datadog/]")
+
+
+OPTIONS = {"simulate": _simulate_options, "datadog": _datadog_options}
 
 
 COMMANDS = {
@@ -181,6 +200,8 @@ COMMANDS = {
            KAFKA + TOPICS + INGEST + PROCESS + COMMON),
     "simulate": (cmd_simulate, "realistic ELS traffic against an ingest URL, with the totals it must produce",
                  ["ELS_AUTH_TOKENS", "ELS_AUTH_HEADER"] + COMMON),
+    "datadog": (cmd_datadog, "install: create or update the Okta Workflows dashboard and monitors in Datadog",
+                DATADOG + COMMON),
 }
 
 
