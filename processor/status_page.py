@@ -60,10 +60,11 @@ PAGE = """<!doctype html>
   tr.flow td:first-child { border-left:4px solid transparent; }
   tr.flow.failing td:first-child { border-left-color:var(--red); }
   tr.flow.failing { background:#fffafa; }
-  .fname { font-weight:600; }
+  .fname { font-weight:600; max-width:380px; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
   .fid { color:var(--muted); font-size:12px; }
   .rate { font-weight:650; }
   .rate.bad { color:var(--red); }
+  .rate.warn { color:var(--amber); }
   .rate.ok { color:var(--green); }
   .rate.none { color:var(--muted); font-weight:400; }
   .fail { color:var(--red); font-weight:600; }
@@ -134,7 +135,7 @@ function dur(ms) {
 function esc(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]);
 }
-const W = 132, H = 30;
+const W = 132, H = 30, RED_AT = 0.05;  // error rates from 5% are red, lower non-zero ones amber
 function sparkEvents(values, windows, size) {
   const n = values.length, max = Math.max(1, ...values), step = n > 1 ? W / (n - 1) : W;
   const pts = values.map((v, i) => [n > 1 ? i * step : W / 2, H - 2 - (v / max) * (H - 6)]);
@@ -159,7 +160,7 @@ function sparkRate(values, windows) {
     } else {
       const h = Math.max(1.5, (v / top) * (H - 4));
       bars += '<rect x="' + x + '" y="' + (H - 2 - h).toFixed(1) + '" width="' + bw.toFixed(1) + '" height="' +
-        h.toFixed(1) + '" rx="1" fill="' + (v > 0 ? "#dc2626" : "#86efac") + '"/>';
+        h.toFixed(1) + '" rx="1" fill="' + (v >= RED_AT ? "#dc2626" : v > 0 ? "#f59e0b" : "#86efac") + '"/>';
     }
   });
   const tip = values.map((v, i) => hhmmss(new Date(windows[i])) + "  " + pct(v)).join("\\n");
@@ -169,11 +170,11 @@ function sparkRate(values, windows) {
 }
 function row(f, d) {
   const cls = "flow" + (f.failing ? " failing" : "");
-  const rateCls = f.error_rate === null ? "none" : f.error_rate > 0 ? "bad" : "ok";
+  const r = f.error_rate, rateCls = r === null ? "none" : r >= RED_AT ? "bad" : r > 0 ? "warn" : "ok";
   return '<tr class="' + cls + '" data-flow-id="' + esc(f.flow_id) + '" data-flow-name="' + esc(f.flow_name) +
     '" data-events="' + f.events + '" data-failures="' + f.failures + '" data-error-rate="' +
     (f.error_rate === null ? "" : String(f.error_rate)) + '" data-p95-ms="' + (f.p95_ms === null ? "" : f.p95_ms) + '">' +
-    '<td><div class="fname">' + esc(f.flow_name) + '</div><div class="fid">' + esc(f.flow_id) + "</div></td>" +
+    '<td><div class="fname" title="' + esc(f.flow_name) + '">' + esc(f.flow_name) + '</div><div class="fid">' + esc(f.flow_id) + "</div></td>" +
     '<td class="r num">' + fmt(f.events) + "</td>" +
     "<td>" + sparkEvents(f.series.events, d.windows) + "</td>" +
     '<td class="r num ' + (f.failures > 0 ? "fail" : "zero") + '">' + fmt(f.failures) + "</td>" +

@@ -109,6 +109,8 @@ async def test_status_page_in_headless_chromium(kafka_bootstrap, topic_names):
         assert data["has_data"] is False
         empty = run_chromium(f"http://127.0.0.1:{port}/", "--dump-dom")  # "/" redirects to the page
         assert "No data yet on this worker" in empty.stdout, empty.stderr[-2000:]
+        run_chromium(f"http://127.0.0.1:{port}/els/status/", f"--screenshot={ARTIFACTS / 'status-page-empty.png'}",
+                     "--window-size=1280,600", "--hide-scrollbars")
 
         await produce_events(kafka_bootstrap, topic_names["ELS_RAW_TOPIC"], events)
         deadline = time.monotonic() + 180
