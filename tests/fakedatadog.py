@@ -19,6 +19,10 @@ summary).
 - ``POST /api/v2/series``  metrics (answers 202 ``{"errors": []}``)
 - ``POST /api/v2/logs``    logs (answers 202 ``{}``)
 - ``GET  /api/v1/validate`` API key check (answers 200 ``{"valid": true}``)
+- ``GET/POST /api/v1/dashboard``, ``GET/PUT /api/v1/dashboard/{id}``, ``GET/POST /api/v1/monitor``,
+  ``GET/PUT /api/v1/monitor/{id}``: the management API ``els datadog install`` uses (needs DD-API-KEY and
+  DD-APPLICATION-KEY, ``app_key=`` of the constructor; see ``_ManagementApi``); ``dd.dashboards``,
+  ``dd.monitors`` show what is held
 
 API (all readers are thread-safe and return copies)
 --------------------------------------------------
@@ -148,11 +152,15 @@ import orjson
 from aiohttp import web
 from datadog_api_client import Configuration
 from datadog_api_client.model_utils import (
+    ModelComposed,
     ModelNormal,
     ModelSimple,
     UnparsedObject,
     validate_and_convert_types,
 )
+from datadog_api_client.v1.model.dashboard import Dashboard
+from datadog_api_client.v1.model.monitor import Monitor
+from datadog_api_client.v1.model.monitor_update_request import MonitorUpdateRequest
 from datadog_api_client.v2.model.http_log_item import HTTPLogItem
 from datadog_api_client.v2.model.metric_payload import MetricPayload
 
@@ -167,6 +175,9 @@ SERIES_PATH = "/api/v2/series"
 LOGS_PATH = "/api/v2/logs"
 VALIDATE_PATH = "/api/v1/validate"
 _PATH_ALIASES = {"series": SERIES_PATH, "metrics": SERIES_PATH, "logs": LOGS_PATH, "validate": VALIDATE_PATH}
+DASHBOARD_PATH = "/api/v1/dashboard"
+MONITOR_PATH = "/api/v1/monitor"
+MANAGE_PATHS = (DASHBOARD_PATH, MONITOR_PATH)  # the management API: DD-API-KEY and DD-APPLICATION-KEY
 
 # Datadog's documented limits (see the module docstring for the sources).
 SERIES_MAX_COMPRESSED = 512_000  # "The maximum payload size is 500 kilobytes (512000 bytes)"
@@ -392,6 +403,14 @@ def _find_unparsed(value: Any, expected: tuple, path: list) -> str | None:
             allowed = sorted(value.allowed_values, key=str)
             return f"invalid value {value.value!r} at {_fmt_path(path)}: must be one of {allowed}"
         return None
+    if isinstance(value, ModelComposed):
+        if value._unparsed:
+            return f"invalid value at {_fmt_path(path)}: matches no {type(value).__name__}"
+        for inner in value._composed_instances:
+            reason = _find_unparsed(inner, (type(inner),), path)
+            if reason:
+                return reason
+        return None
     if isinstance(value, ModelNormal):
         for name, inner in value._data_store.items():
             types = value.openapi_types.get(name) or value.additional_properties_type or ()
@@ -469,8 +488,9 @@ class FakeDatadog:
     """
 
     def __init__(self, api_key: str | Iterable[str] | None = "test-key", *, host: str = "127.0.0.1",
-                 port: int = 0, drop_out_of_window: bool = False):
+                 port: int = 0, drop_out_of_window: bool = False, app_key: str | None = "test-app-key"):
         self.api_key = api_key if isinstance(api_key, str) else None  # for DD_API_KEY in tests; never logged
+        self.app_key = app_key  # DD-APPLICATION-KEY the management API (dashboards, monitors) requires
         if isinstance(api_key, str):
             self._keys: frozenset[str] | None = frozenset([api_key])
         else:
@@ -487,6 +507,7 @@ class FakeDatadog:
         self._hangs: list[Hang] = []
         self._heal_gen = 0
         self._clear()
+        self._manage = _ManagementApi(self)
 
     # ------------------------------------------------------------------ state
     def _clear(self) -> None:
@@ -506,6 +527,8 @@ class FakeDatadog:
         self.bytes_compressed: Counter[str] = Counter()  # path -> bytes as sent (all requests)
         self.bytes_uncompressed: Counter[str] = Counter()  # path -> decompressed bytes (when known)
         self.bytes_accepted: Counter[str] = Counter()  # path -> decompressed bytes of 2xx requests
+        self._dashboards: dict[str, dict] = {}  # id -> dashboard as stored (management API)
+        self._monitors: dict[int, dict] = {}  # id -> monitor as stored
 
     def reset(self) -> None:
         """Forget everything received and all accounting, and clear faults and hangs (a fresh fake)."""
@@ -710,6 +733,8 @@ class FakeDatadog:
             uncompressed = self._size_quietly(body, encoding)
             return self._answer(request, fault.status, {"errors": [reason]}, started, encoding, len(body),
                                 uncompressed, key_ok, headers=fault.headers, error=f"scripted {fault.status}")
+        if path.startswith(MANAGE_PATHS):
+            return self._manage.handle(request, body, started, encoding, key_ok)
         known = {(SERIES_PATH, "POST"), (LOGS_PATH, "POST"), (VALIDATE_PATH, "GET")}
         if (path, request.method) not in known:
             status = 405 if path in (SERIES_PATH, LOGS_PATH, VALIDATE_PATH) else 404
@@ -998,6 +1023,19 @@ class FakeDatadog:
             out.append(item)
         return out
 
+    # ------------------------------------------------------------------ reading: dashboards and monitors
+    @property
+    def dashboards(self) -> list[dict]:
+        """Every dashboard held (as Datadog would return it: the body plus id, url, widget ids, times)."""
+        with self._lock:
+            return json.loads(json.dumps(list(self._dashboards.values())))
+
+    @property
+    def monitors(self) -> list[dict]:
+        """Every monitor held, by id."""
+        with self._lock:
+            return json.loads(json.dumps([self._monitors[k] for k in sorted(self._monitors)]))
+
     # ------------------------------------------------------------------ waiting
     def wait_for(self, predicate: Callable[[FakeDatadog], Any], timeout: float = 10.0,
                  interval: float = 0.02) -> Any:
@@ -1022,6 +1060,156 @@ class FakeDatadog:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"condition not met in {timeout}s; fake Datadog saw {self.stats()}")
             await asyncio.sleep(interval)
+
+
+# ---------------------------------------------------------------------- management API
+class _ManagementApi:
+    """Dashboards and monitors, as `els datadog install` uses them (Datadog API v1):
+    ``GET/POST /api/v1/dashboard`` (list with count/start; create), ``GET/PUT /api/v1/dashboard/{id}``,
+    ``GET/POST /api/v1/monitor`` (list with monitor_tags (all must match), name, page/page_size; create),
+    ``GET/PUT /api/v1/monitor/{id}``. Both DD-API-KEY and DD-APPLICATION-KEY are required (403 otherwise, as
+    Datadog answers). Bodies are validated with the client's models (Dashboard, Monitor, MonitorUpdateRequest):
+    400 ``{"errors": [reason]}``. Stored objects get what Datadog adds: ids (widgets too), url, times."""
+
+    def __init__(self, dd: FakeDatadog):
+        self.dd = dd
+        self._next = 0
+
+    def _id(self) -> int:
+        self._next += 1
+        return self._next
+
+    @staticmethod
+    def _now() -> str:
+        return _dt.datetime.now(_dt.UTC).isoformat()
+
+    def handle(self, request: web.Request, body: bytes, started: float, encoding: str, key_ok: bool):
+        dd = self.dd
+        app_key = request.headers.get("DD-APPLICATION-KEY")
+        app_ok = bool(app_key) and (dd.app_key is None or app_key == dd.app_key)
+
+        def answer(status: int, payload: Any, error: str | None = None) -> web.Response:
+            return dd._answer(request, status, payload, started, encoding, len(body), len(body), key_ok,
+                              error=error)
+
+        if not (key_ok and app_ok):
+            return answer(403, {"errors": ["Forbidden"]}, "invalid or missing API or application key")
+        base, _, ident = request.path.rstrip("/").partition(DASHBOARD_PATH if request.path.startswith(
+            DASHBOARD_PATH) else MONITOR_PATH)
+        kind = "dashboard" if request.path.startswith(DASHBOARD_PATH) else "monitor"
+        ident = ident.lstrip("/")
+        if base or "/" in ident:
+            return answer(404, {"errors": ["Not found"]}, "no such endpoint")
+        data = None
+        if request.method in ("POST", "PUT"):
+            try:
+                data = orjson.loads(_decompress(body, encoding, _READ_LIMIT) or b"null")
+            except (_Reject, orjson.JSONDecodeError) as exc:
+                return answer(400, {"errors": [f"invalid JSON: {exc}"]}, "invalid JSON")
+        route = (kind, request.method, bool(ident))
+        handler = {("dashboard", "GET", False): self._list_dashboards, ("dashboard", "POST", False): self._create_dashboard,
+                   ("dashboard", "GET", True): self._get_dashboard, ("dashboard", "PUT", True): self._update_dashboard,
+                   ("monitor", "GET", False): self._list_monitors, ("monitor", "POST", False): self._create_monitor,
+                   ("monitor", "GET", True): self._get_monitor, ("monitor", "PUT", True): self._update_monitor,
+                   }.get(route)
+        if handler is None:
+            return answer(405, {"errors": ["Method not allowed"]}, "no such endpoint")
+        try:
+            status, payload = handler(request.query, ident, data)
+        except _Reject as rej:
+            return answer(rej.status, {"errors": [rej.reason]}, rej.reason)
+        return answer(status, payload)
+
+    @staticmethod
+    def _valid(data: Any, model: type) -> dict:
+        if not isinstance(data, dict):
+            raise _Reject(400, "invalid body: a JSON object is expected")
+        reason = validate_model(data, (model,))
+        if reason:
+            raise _Reject(400, reason)
+        return data
+
+    # dashboards
+    def _widget_ids(self, widgets: list) -> None:
+        for w in widgets or ():
+            w.setdefault("id", self._id())
+            self._widget_ids((w.get("definition") or {}).get("widgets") or [])
+
+    def _summary(self, d: dict) -> dict:
+        return {k: d.get(k) for k in ("id", "title", "description", "layout_type", "url", "created_at",
+                                      "modified_at", "author_handle", "is_read_only")}
+
+    def _list_dashboards(self, query, ident, data):
+        with self.dd._lock:
+            items = [self._summary(d) for d in self.dd._dashboards.values()]
+        start = int(query.get("start", 0))
+        count = int(query["count"]) if "count" in query else len(items)
+        return 200, {"dashboards": items[start:start + count]}
+
+    def _get_dashboard(self, query, ident, data):
+        with self.dd._lock:
+            d = self.dd._dashboards.get(ident)
+        if d is None:
+            raise _Reject(404, f"Dashboard {ident} not found")
+        return 200, d
+
+    def _store_dashboard(self, ident: str, data: dict, created: str) -> dict:
+        d = json.loads(json.dumps(data))
+        self._widget_ids(d.get("widgets"))
+        slug = re.sub(r"[^a-z0-9]+", "-", str(d.get("title", "")).lower()).strip("-")
+        d.update(id=ident, url=f"/dashboard/{ident}/{slug}", created_at=created, modified_at=self._now(),
+                 author_handle="fake@example.com", is_read_only=False)
+        d.setdefault("description", None)
+        with self.dd._lock:
+            self.dd._dashboards[ident] = d
+        return d
+
+    def _create_dashboard(self, query, ident, data):
+        self._valid(data, Dashboard)
+        n = self._id()
+        return 200, self._store_dashboard(f"{n:03d}-fak-{n % 1000:03d}", data, self._now())
+
+    def _update_dashboard(self, query, ident, data):
+        _, old = self._get_dashboard(query, ident, None)
+        self._valid(data, Dashboard)
+        return 200, self._store_dashboard(ident, data, old["created_at"])
+
+    # monitors
+    def _list_monitors(self, query, ident, data):
+        want = {t.strip() for t in query.get("monitor_tags", "").split(",") if t.strip()}
+        name = query.get("name")
+        with self.dd._lock:
+            items = [m for _, m in sorted(self.dd._monitors.items())
+                     if want <= set(m.get("tags") or ()) and (not name or name in m.get("name", ""))]
+        if "page" in query:
+            size = int(query.get("page_size", 100))
+            items = items[int(query["page"]) * size:(int(query["page"]) + 1) * size]
+        return 200, items
+
+    def _get_monitor(self, query, ident, data):
+        with self.dd._lock:
+            m = self.dd._monitors.get(int(ident)) if ident.isdigit() else None
+        if m is None:
+            raise _Reject(404, f"Monitor {ident} not found")
+        return 200, m
+
+    def _create_monitor(self, query, ident, data):
+        self._valid(data, Monitor)
+        m = json.loads(json.dumps(data))
+        mid = 1000 + self._id()
+        now = self._now()
+        m.update(id=mid, created=now, modified=now, overall_state="No Data", multi=" by " in m.get("query", ""))
+        with self.dd._lock:
+            self.dd._monitors[mid] = m
+        return 200, m
+
+    def _update_monitor(self, query, ident, data):
+        _, old = self._get_monitor(query, ident, None)
+        self._valid(data, MonitorUpdateRequest)
+        m = {**old, **json.loads(json.dumps(data)), "id": old["id"], "modified": self._now()}
+        with self.dd._lock:
+            self.dd._monitors[old["id"]] = m
+        return 200, m
 
 
 # ---------------------------------------------------------------------- CLI
