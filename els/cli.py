@@ -66,6 +66,11 @@ PROCESS = ["ELS_APP_ID", "ELS_WINDOW_SECONDS", "ELS_FLUSH_SECONDS", "ELS_LATENES
            "ELS_METRIC_PREFIX", "ELS_MONTHLY_STEP_LIMIT"]
 
 
+REPLAY = ["ELS_APP_ID", "ELS_WINDOW_SECONDS", "ELS_LATENESS_SECONDS", "ELS_CHAIN_QUIET_SECONDS",
+          "ELS_CHAIN_TIMEOUT_SECONDS", "ELS_LOGS", "ELS_METRIC_PREFIX", "DD_API_KEY", "DD_SITE", "DD_URL", "DD_TAGS",
+          "DD_SERVICE", "DD_ENV", "ELS_DRY_RUN_FILE"]
+
+
 def cmd_process(args, names) -> int:
     """Create the topics with ELS_PARTITIONS, then hand over to Faust's own worker command."""
     import asyncio
@@ -187,7 +192,40 @@ def _datadog_options(p: argparse.ArgumentParser) -> None:
                    help="where dashboard*.json and monitors/*.json are [default: the repository's datadog/]")
 
 
-OPTIONS = {"simulate": _simulate_options, "datadog": _datadog_options}
+def _replay_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", required=True,
+                   help="start of the range: ISO 8601 (2024-05-01T12:00:00Z; UTC without an offset) or a duration "
+                        "ago (30m, 2h, 7d); aligned down to a window boundary")
+    p.add_argument("--until", default=None,
+                   help="end of the range (exclusive), same forms; default: the replay's start time; aligned up to "
+                        "a window boundary")
+    p.add_argument("--historical", action="store_true",
+                   help="also send metric points older than 1 hour (needs Datadog's Historical Metrics Ingestion)")
+    p.add_argument("--held-file", default=None,
+                   help="where points older than 1 hour go without --historical, one series request per line "
+                        "(default var/replay-<since>-held.ndjson)")
+    p.add_argument("--progress", action="store_true", help="progress line on stderr (default: when it is a TTY)")
+
+
+def cmd_replay(args, names) -> int:
+    """Backfill a time range from the raw topic; the live pipeline is untouched."""
+    from processor.replay import ReplayError, run_replay
+
+    cfg = _apply(args, names)
+    if cfg.dd_api_key is None:
+        print(f"els replay: DD_API_KEY is not set: nothing goes to Datadog; the requests are written to "
+              f"{cfg.els_dry_run_file}", file=sys.stderr)
+    try:
+        replay, stats = run_replay(cfg, args.since, args.until, historical=args.historical,
+                                   held_file=args.held_file, progress=args.progress or sys.stderr.isatty())
+    except ReplayError as exc:
+        print(f"els replay: {exc}", file=sys.stderr)
+        return 2
+    print(f"els replay: {stats.summary(replay.held_file, args.historical, replay.client.dry_run)}")
+    return 0
+
+
+OPTIONS = {"simulate": _simulate_options, "datadog": _datadog_options, "replay": _replay_options}
 
 
 COMMANDS = {
@@ -198,6 +236,8 @@ COMMANDS = {
                 KAFKA + TOPICS + PROCESS + COMMON),
     "up": (cmd_up, "broker + ingest + processor in one foreground process group (no Docker needed)",
            KAFKA + TOPICS + INGEST + PROCESS + COMMON),
+    "replay": (cmd_replay, "backfill: re-process a time range of the raw topic and send it with its own times",
+               KAFKA[:1] + TOPICS[:2] + REPLAY + COMMON),
     "simulate": (cmd_simulate, "realistic ELS traffic against an ingest URL, with the totals it must produce",
                  ["ELS_AUTH_TOKENS", "ELS_AUTH_HEADER"] + COMMON),
     "datadog": (cmd_datadog, "install: create or update the Okta Workflows dashboard and monitors in Datadog",
