@@ -1,85 +1,237 @@
-"""`els up`: broker + ingest + processor as one foreground process group, for a machine without Docker.
+"""`els up`: the whole pipeline in one foreground command, and what to paste into Okta.
 
-It starts the embedded broker unless one already answers at KAFKA_BOOTSTRAP_SERVERS, generates an ingest
-secret into var/ingest-secret on first run when none is configured, prints what to paste into Okta, and on
-Ctrl-C (or SIGTERM) stops every child, processor first, broker last.
+With a Docker engine (`docker info` succeeds) it runs `docker compose up --build` on the repository's
+docker-compose.yml (real Kafka). Without one (a docker client alone does not count) it runs the embedded broker,
+`els ingest` and `els process` itself. Either way the ingest secret comes from ELS_AUTH_TOKENS, or is generated
+once into var/ingest-secret and reused, so the value pasted into Okta stays valid across restarts.
+
+In the embedded mode the children run in their own process group, so a Ctrl-C reaches only `els up`, which
+stops them in order (ingest, so nothing more is accepted; processor; broker) and waits for each; SIGTERM and SIGHUP do the same, and a
+second Ctrl-C kills what is left. The children also get SIGTERM from the kernel if `els up` itself dies.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-from els.broker import EmbeddedBroker, port_is_free, split_host_port, wait_for_port
+from els.broker import BrokerError, EmbeddedBroker, port_is_free, split_host_port
 from els.config import Config
 
 SECRET_FILE = Path("var/ingest-secret")
+COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
+EMBEDDED_REBALANCE_TIMEOUT = "3"  # the embedded broker holds every group join for the rebalance timeout
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _secret() -> str:
-    if SECRET_FILE.exists():
-        return SECRET_FILE.read_text().strip()
-    SECRET_FILE.parent.mkdir(parents=True, exist_ok=True)
+class _Stop(Exception):
+    """A stop signal arrived: shut down in order."""
+
+
+def load_or_create_secret(path: Path = SECRET_FILE) -> str:
+    """The secret kept in `path`, created (mode 600) on first use; an empty file counts as none."""
+    with contextlib.suppress(FileNotFoundError):
+        value = path.read_text().strip()
+        if value:
+            return value
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(32)
-    SECRET_FILE.write_text(value + "\n")
-    SECRET_FILE.chmod(0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
     return value
 
 
+def docker_engine_answers() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=15).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _compose_command() -> list[str] | None:
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        if subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=15).returncode == 0:
+            return ["docker", "compose"]
+    return [shutil.which("docker-compose")] if shutil.which("docker-compose") else None
+
+
+def _banner(cfg: Config, secret: str | None, configured: bool, engine: str) -> str:
+    host = "127.0.0.1" if cfg.els_ingest_host in ("0.0.0.0", "::", "") else cfg.els_ingest_host
+    if cfg.els_auth_disabled and not cfg.auth_tokens:
+        value = "(none: ELS_AUTH_DISABLED=1, development only)"
+    elif configured:
+        value = "Bearer <one of your ELS_AUTH_TOKENS>"
+    else:
+        value = f"Bearer {secret}"
+    datadog = ("sending to Datadog (" + cfg.dd_site + ")" if cfg.dd_api_key else
+               f"DRY RUN: DD_API_KEY is not set, so nothing is sent; the requests go to {cfg.els_dry_run_file}"
+               + (" inside the processor container" if engine == "docker" else ""))
+    lines = [
+        "",
+        f"els up ({engine}): ready. In Okta Workflows, set up Execution Log Streaming with:",
+        f"  URL:          http://{host}:{cfg.els_ingest_port}/v1/events",
+        "                (Okta's cloud needs https://<this host's public name>/v1/events: put it behind your",
+        "                 HTTPS reverse proxy or load balancer)",
+        f"  Header name:  {cfg.els_auth_header}",
+        f"  Header value: {value}",
+    ]
+    if not configured and secret:
+        lines.append(f"  (the secret is kept in {SECRET_FILE} and reused; set ELS_AUTH_TOKENS to choose your own)")
+    lines += [
+        "  Event types:  all flow execution events",
+        f"  Datadog:      {datadog}",
+        f"  Status:       http://127.0.0.1:{cfg.els_web_port}/els/flows/",
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def run(cfg: Config) -> int:
-    env = dict(os.environ)
-    env.setdefault("ELS_REBALANCE_TIMEOUT_SECONDS", "3")
+    configured = bool(cfg.auth_tokens)
     secret = None
-    if not cfg.auth_tokens and not cfg.els_auth_disabled:
-        secret = _secret()
+    env = dict(os.environ)
+    if not configured and not cfg.els_auth_disabled:
+        secret = load_or_create_secret()
         env["ELS_AUTH_TOKENS"] = secret
+    if docker_engine_answers():
+        return run_docker(cfg, env, secret, configured)
+    return run_embedded(cfg, env, secret, configured)
+
+
+def run_docker(cfg: Config, env: dict[str, str], secret: str | None, configured: bool) -> int:
+    """`docker compose up --build` in the foreground, the secret passed through the environment."""
+    compose = _compose_command()
+    if compose is None:
+        print("els up: a Docker engine answers but neither `docker compose` nor `docker-compose` is installed.",
+              file=sys.stderr)
+        return 2
+    if not COMPOSE_FILE.exists():
+        print(f"els up: {COMPOSE_FILE} not found: run `els up` from a checkout of the repository.", file=sys.stderr)
+        return 2
+    if cfg.els_auth_disabled and not cfg.auth_tokens:
+        env["ELS_AUTH_TOKENS"] = "unused-auth-disabled"  # compose requires a value; ingest ignores it
+    print(_banner(cfg, secret, configured, "docker"), flush=True)
+    proc = subprocess.Popen([*compose, "-f", str(COMPOSE_FILE), "up", "--build"], env=env)
+
+    def forward(signum, frame):
+        # Ctrl-C already reached compose (same foreground group): it stops the containers itself.
+        if signum != signal.SIGINT and proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0 if code in (0, 130, -signal.SIGINT, -signal.SIGTERM) else code
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when `els up` dies (Linux), and a process group of its own."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _ready(url: str, timeout: float, children: list[tuple[str, subprocess.Popen]]) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for _, p in children):
+            return False
+        with contextlib.suppress(OSError, urllib.error.URLError), urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def run_embedded(cfg: Config, env: dict[str, str], secret: str | None, configured: bool) -> int:
+    """Embedded broker + ingest + processor as children of this process, until a signal or a child's exit."""
+    env.setdefault("ELS_REBALANCE_TIMEOUT_SECONDS", EMBEDDED_REBALANCE_TIMEOUT)
     host, port = split_host_port(cfg.kafka_bootstrap_servers)
-    broker = None
+    broker: EmbeddedBroker | None = None
     children: list[tuple[str, subprocess.Popen]] = []
+    stopping = {"force": False}
+
+    def on_signal(signum, frame):
+        if stopping.get("started"):
+            stopping["force"] = signum == signal.SIGINT or stopping["force"]
+            return
+        stopping["started"] = True
+        raise _Stop(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     Path("var").mkdir(exist_ok=True)
     try:
         if port_is_free(host, port):
-            broker = EmbeddedBroker(host, port, log_path="var/broker.log").start()
-            print(f"els up: embedded broker on {broker.bootstrap} (memory storage: data is lost on exit)", flush=True)
+            try:
+                broker = EmbeddedBroker(host, port, log_path="var/broker.log").start()
+            except BrokerError as exc:
+                print(f"els up: {exc}", file=sys.stderr)
+                return 2
+            print(f"els up: embedded broker on {broker.bootstrap} (memory storage: its data is lost on exit; "
+                  "log in var/broker.log)", flush=True)
         else:
             print(f"els up: using the broker already listening on {host}:{port}", flush=True)
         for name in ("ingest", "process"):
-            children.append((name, subprocess.Popen([sys.executable, "-m", "els.cli", name], env=env)))
-        ingest_host = "127.0.0.1" if cfg.els_ingest_host in ("0.0.0.0", "::") else cfg.els_ingest_host
-        wait_for_port(ingest_host, cfg.els_ingest_port, 30)
-        url = f"http://{ingest_host}:{cfg.els_ingest_port}/v1/events"
-        print("\n".join([
-            "",
-            "Okta Workflows -> Settings -> Execution log streaming:",
-            f"  URL:                    {url}  (behind your HTTPS endpoint)",
-            f"  Authorization header:   {cfg.els_auth_header}: Bearer {secret or '<one of ELS_AUTH_TOKENS>'}",
-            f"  Status page / tables:   http://127.0.0.1:{cfg.els_web_port}/els/flows/",
-            "  Datadog:                " + ("API key set" if cfg.dd_api_key else
-                                           f"dry run, requests written to {cfg.els_dry_run_file}"),
-            "Ctrl-C stops everything.",
-            "",
-        ]), flush=True)
-        while True:
-            for name, proc in children:
-                if proc.poll() is not None:
-                    print(f"els up: {name} exited with {proc.returncode}; stopping", file=sys.stderr)
-                    return proc.returncode or 1
+            children.append((name, subprocess.Popen([sys.executable, "-m", "els.cli", name], env=env,
+                                                    stdin=subprocess.DEVNULL, process_group=0,
+                                                    preexec_fn=_die_with_parent)))
+        ingest_host = "127.0.0.1" if cfg.els_ingest_host in ("0.0.0.0", "::", "") else cfg.els_ingest_host
+        if not _ready(f"http://{ingest_host}:{cfg.els_ingest_port}/readyz", 90, children):
+            if any(p.poll() is not None for _, p in children):
+                return _child_died(children)
+            print("els up: ingest did not become ready within 90 s (see its log above); stopping", file=sys.stderr)
+            return 1
+        # The processor's web answers once Faust's start-up output is done: the banner then stays in view.
+        web_ready = _ready(f"http://127.0.0.1:{cfg.els_web_port}/els/stats/", 120, children)
+        if not web_ready and any(p.poll() is not None for _, p in children):
+            return _child_died(children)
+        print(_banner(cfg, secret, configured, "embedded broker"), flush=True)
+        if not web_ready:
+            print("els up: the processor is still starting; events are kept in Kafka meanwhile", flush=True)
+        while all(p.poll() is None for _, p in children):
             time.sleep(0.5)
-    except KeyboardInterrupt:
+        return _child_died(children)
+    except _Stop as stop:
+        print(f"els up: {signal.Signals(stop.args[0]).name}: stopping ingest, processor and broker", flush=True)
         return 0
     finally:
-        for _name, proc in reversed(children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _name, proc in reversed(children):
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stopping["started"] = True
+        _stop_children(children, stopping)
         if broker:
             broker.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _child_died(children: list[tuple[str, subprocess.Popen]]) -> int:
+    dead = [(n, p.returncode) for n, p in children if p.poll() is not None]
+    print("els up: " + "; ".join(f"{n} exited with {rc}" for n, rc in dead) + "; stopping the rest", file=sys.stderr)
+    return next((rc for _, rc in dead if rc), 1)
+
+
+def _stop_children(children: list[tuple[str, subprocess.Popen]], stopping: dict) -> None:
+    """SIGTERM each child in order and wait for it (30 s, or until a second Ctrl-C), then SIGKILL."""
+    for _name, proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline and not stopping["force"]:
+            time.sleep(0.1)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
