@@ -45,6 +45,7 @@ SKEW_MS = 60_000            # receive clocks may be behind event clocks by this 
 BATCH_RECORDS = 2000
 SEND_EVERY_S = 2.0
 SEND_AT_SERIES = 5000
+IDLE_GIVE_UP_S = 30.0
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -221,7 +222,7 @@ class Replay:
         raise ReplayError(f"topic {topic!r} does not exist on {self.cfg.kafka_bootstrap_servers} (ELS_RAW_TOPIC)")
 
     async def _loop(self, consumer, state: dict[int, _Part], tps: dict) -> None:
-        t0 = last_report = last_send = time.monotonic()
+        t0 = last_report = last_send = last_data = time.monotonic()
         stop_ms = self.started_ms
         while not all(s.done for s in state.values()):
             batch = await consumer.getmany(timeout_ms=500, max_records=BATCH_RECORDS)
@@ -245,9 +246,23 @@ class Replay:
                     st.done = True
                 if st.done:
                     consumer.pause(tp)
+            now = time.monotonic()
+            if batch:
+                last_data = now
+            for p, st in state.items():  # partitions that answered nothing: maybe at their end already
+                if not st.done and not st.paused and tps[p] not in batch:
+                    hw = consumer.highwater(tps[p])
+                    if hw is not None and await consumer.position(tps[p]) >= max(st.end, hw):
+                        st.done = True
+                        consumer.pause(tps[p])
+            if now - last_data > IDLE_GIVE_UP_S:
+                stuck = sorted(p for p, st in state.items() if not st.done)
+                self._say(f"no records from partitions {stuck} for {IDLE_GIVE_UP_S:.0f}s although the broker "
+                          "reported more; ending the replay there")
+                for p in stuck:
+                    state[p].done = True
             self._throttle(consumer, state, tps)
             self._total(state)
-            now = time.monotonic()
             if self._series_pending >= SEND_AT_SERIES or now - last_send >= SEND_EVERY_S:
                 await self._send(final=False, state=state)
                 last_send = time.monotonic()
@@ -364,6 +379,10 @@ class Replay:
         await self.sink.deliver(series, logs, now_s)
         self.stats.points_sent += self.sink.stats["series_sent"] - before.get("series_sent", 0)
         self.stats.logs_sent += self.sink.stats["logs_sent"] - before.get("logs_sent", 0)
+
+    def _say(self, message: str) -> None:
+        self.out.write(f"\nels replay: {message}\n")
+        self.out.flush()
 
     def _report(self, elapsed: float, final: bool = False) -> None:
         s = self.stats

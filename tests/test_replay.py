@@ -107,6 +107,10 @@ async def test_replay_sends_recent_windows_with_their_times_and_holds_old_ones(k
         sent = int(re.search(r"metric points sent: (\d+)", out).group(1))
         assert sent == len(dd.stored_points()) > 0
         assert re.search(r"replay: \d+/\d+ records", err)  # progress
+        failures = {ev["idempotency_key"] for ev in old + new if ev["event_type"] == "FLOW_FAIL"}
+        failure_logs = [item for item in dd.logs if " failed: " in item.get("message", "")]
+        assert len(failure_logs) == len(failures) > 0  # logs are under 18 h old: all sent, each once
+        assert f"logs sent: {len(dd.logs)}," in out
         assert not (tmp_path / "dry.ndjson").exists()
 
         dd.reset()
