@@ -75,6 +75,8 @@ class Engine:
         self._closed_chains: dict[int, dict[str, tuple[int, int]]] = {}  # root -> (closed_ms, closed_off)
         self._window_keys: dict[int, set[str]] = {}
         self._last_advance: dict[int, int] = {}
+        # decoded bags of the window records this engine wrote last: (the dict written, its Bag)
+        self._bags: dict[str, tuple[dict, Bag]] = {}
 
     # -- indexes ------------------------------------------------------------------------------------------
     def forget_partition(self, p: int) -> None:
@@ -82,6 +84,9 @@ class Engine:
         self._open_chains.pop(p, None)
         self._closed_chains.pop(p, None)
         self._window_keys.pop(p, None)
+        prefix = f"{p}|"
+        for key in [k for k in self._bags if k.startswith(prefix)]:
+            del self._bags[key]
 
     def _index(self, p: int) -> tuple[set[str], set[str]]:
         if p not in self._open_chains:
@@ -112,7 +117,11 @@ class Engine:
                 stored = self.windows.get(key)
                 rec = dict(stored) if stored else {"bag": None, "applied": [], "closed": False, "dirty": False,
                                                    "emitted_ms": 0, "group": group, "ws": ws}
-                rec["_bag"] = Bag.from_dict(rec["bag"]) if rec.get("bag") else Bag()
+                cached = self._bags.get(key)
+                if cached is not None and stored is not None and cached[0] is stored:
+                    rec["_bag"] = cached[1]  # the store still holds what this engine wrote: skip decoding
+                else:
+                    rec["_bag"] = Bag.from_dict(rec["bag"]) if rec.get("bag") else Bag()
                 rec["_done"] = set()
                 win_cache[key] = rec
                 window_keys.add(key)
@@ -133,6 +142,7 @@ class Engine:
                 rec["_applying"] = off
                 rec["dirty"] = True
                 rec["_touched"] = True
+                rec["_changed"] = True
             return True
 
         def pipeline_count(metric: str, ws: int, off: int, n: int = 1) -> None:
@@ -211,16 +221,22 @@ class Engine:
         for root in deleted_chains:
             chain_writes[root] = None
         window_writes: dict[str, dict | None] = {}
+        batch_lo = min(r.offset for r in records) if records else 0
+        batch_hi = max(r.offset for r in records) if records else 0
         for key, rec in win_cache.items():
             if rec.get("_delete"):
                 window_writes[key] = None
                 window_keys.discard(key)
+                self._bags.pop(key, None)
                 continue
+            if not rec.get("_changed"):
+                continue  # only read (by a tick's scan): the store already holds it
             if rec.get("_touched") and records:
-                rec["applied"] = _add_range(rec["applied"], min(r.offset for r in records),
-                                            max(r.offset for r in records))
-            rec = {k: v for k, v in rec.items() if not k.startswith("_")} | {"bag": rec["_bag"].to_dict()}
+                rec["applied"] = _add_range(rec["applied"], batch_lo, batch_hi)
+            bag = rec["_bag"]
+            rec = {k: v for k, v in rec.items() if not k.startswith("_")} | {"bag": bag.to_dict()}
             window_writes[key] = rec
+            self._bags[key] = (rec, bag)  # valid while the store holds this very dict (see window())
         window_writes[clock_key] = clock
         return out, chain_writes, window_writes
 
@@ -262,12 +278,14 @@ class Engine:
             if rec["closed"]:
                 if end + s.lateness_ms + CLOSED_RETENTION_MS <= now:
                     rec["_delete"] = True
+                    rec["_changed"] = True
                 continue
             closing = end + s.lateness_ms <= now
             if closing or rec["dirty"]:
                 out.partials.append(_partial(p, rec, off, final=closing))
                 rec["dirty"] = False
                 rec["emitted_ms"] = now
+                rec["_changed"] = True
             if closing:
                 rec["closed"] = True
 
