@@ -37,16 +37,19 @@ def _compose() -> str:
     pytest.skip("docker-compose (Debian's v1 tool) is not installed: apt-get install docker-compose")
 
 
-def _config(**env: str) -> subprocess.CompletedProcess:
-    """`docker-compose config` with only `env` set among the pipeline's settings (the caller's shell is ignored)."""
+def _config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """`docker-compose config` with only `env` set among the pipeline's settings (the caller's shell and any
+    .env file are ignored)."""
     clean = {k: v for k, v in os.environ.items() if k not in ALL and k != "KAFKA_CLUSTER_ID"}
     clean.update(env)
-    return subprocess.run([_compose(), "-f", str(ROOT / "docker-compose.yml"), "config"], cwd=ROOT, env=clean,
-                          capture_output=True, text=True, timeout=60)
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    return subprocess.run([_compose(), "--env-file", str(empty), "-f", str(ROOT / "docker-compose.yml"), "config"],
+                          cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60)
 
 
-def _services(**env: str) -> dict:
-    proc = _config(**env)
+def _services(tmp_path: Path, **env: str) -> dict:
+    proc = _config(tmp_path, **env)
     assert proc.returncode == 0, proc.stderr
     return yaml.safe_load(proc.stdout)["services"]
 
@@ -67,8 +70,8 @@ def _ports(service: dict) -> set[tuple[str, int, int]]:
     return out
 
 
-def test_three_services_kraft_kafka_and_one_image():
-    services = _services(ELS_AUTH_TOKENS="s3cret")
+def test_three_services_kraft_kafka_and_one_image(tmp_path):
+    services = _services(tmp_path, ELS_AUTH_TOKENS="s3cret")
     assert set(services) == {"kafka", "ingest", "processor"}
 
     kafka = _env(services["kafka"])
@@ -92,8 +95,8 @@ def test_three_services_kraft_kafka_and_one_image():
         assert svc["depends_on"] == {"kafka": {"condition": "service_healthy"}}
 
 
-def test_every_service_has_a_health_check_that_asks_the_service():
-    services = _services(ELS_AUTH_TOKENS="s3cret")
+def test_every_service_has_a_health_check_that_asks_the_service(tmp_path):
+    services = _services(tmp_path, ELS_AUTH_TOKENS="s3cret")
     checks = {name: " ".join(svc["healthcheck"]["test"]) for name, svc in services.items()}
     assert "kafka-broker-api-versions.sh --bootstrap-server localhost:9092" in checks["kafka"]
     assert "/readyz" in checks["ingest"] and "ELS_INGEST_PORT" in checks["ingest"]
@@ -102,8 +105,8 @@ def test_every_service_has_a_health_check_that_asks_the_service():
         assert svc["healthcheck"]["retries"] >= 3
 
 
-def test_settings_have_the_contract_defaults_when_unset():
-    services = _services(ELS_AUTH_TOKENS="s3cret")
+def test_settings_have_the_contract_defaults_when_unset(tmp_path):
+    services = _services(tmp_path, ELS_AUTH_TOKENS="s3cret")
     for name, wanted in (("ingest", INGEST_VARS), ("processor", PROCESSOR_VARS)):
         env = _env(services[name])
         for var in wanted:
@@ -111,10 +114,10 @@ def test_settings_have_the_contract_defaults_when_unset():
             assert env.get(var) == default, f"{name}: {var}={env.get(var)!r}, contract default {default!r}"
 
 
-def test_every_setting_reaches_the_service_that_reads_it():
+def test_every_setting_reaches_the_service_that_reads_it(tmp_path):
     values = {var: f"value-of-{var.lower()}" for var in ALL}
     values.update(ELS_INGEST_PORT="18080", ELS_WEB_PORT="16066")  # used in port mappings: must be numbers
-    services = _services(**values)
+    services = _services(tmp_path, **values)
     assert INGEST_VARS | PROCESSOR_VARS | ONE_OFF == ALL
     for name, wanted in (("ingest", INGEST_VARS), ("processor", PROCESSOR_VARS)):
         env = _env(services[name])
@@ -128,8 +131,8 @@ def test_every_setting_reaches_the_service_that_reads_it():
     assert _ports(services["processor"]) == {("127.0.0.1", 16066, 16066)}  # status page: this host only
 
 
-def test_config_fails_clearly_without_a_secret():
-    proc = _config()
+def test_config_fails_clearly_without_a_secret(tmp_path):
+    proc = _config(tmp_path)
     assert proc.returncode != 0
     assert "ELS_AUTH_TOKENS" in proc.stderr
     assert "set ELS_AUTH_TOKENS to the secret Okta sends" in proc.stderr
