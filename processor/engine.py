@@ -88,6 +88,10 @@ class Engine:
         for key in [k for k in self._bags if k.startswith(prefix)]:
             del self._bags[key]
 
+    def open_chains_of(self, p) -> set[str] | None:
+        """The open chains a partition's ticks consider for closing (None: not indexed since the last assignment)."""
+        return self._open_chains.get(p)
+
     def _index(self, p: int) -> tuple[set[str], set[str]]:
         if p not in self._open_chains:
             mine = [(root, chainlib.Chain.from_dict(d)) for root, d in list(self.chains.items()) if d.get("p") == p]

@@ -60,7 +60,9 @@ def register(app) -> None:
         value = chains.get(root)
         if value is None:
             return web.json({"error": "no open or recently closed chain with this root", "root": root}, status=404)
-        return web.json(value)
+        indexed = state["engine"].open_chains_of(value.get("p"))
+        # "scheduled": the worker will consider it for closing at each tick (diagnoses a chain that never closes)
+        return web.json({**value, "scheduled": None if indexed is None else root in indexed})
 
     @app.page("/els/stats/")
     async def stats_view(web, request):
