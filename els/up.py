@@ -162,6 +162,13 @@ def run_embedded(cfg: Config, env: dict[str, str], secret: str | None, configure
     """Embedded broker + ingest + processor as children of this process, until a signal or a child's exit."""
     env.setdefault("ELS_REBALANCE_TIMEOUT_SECONDS", EMBEDDED_REBALANCE_TIMEOUT)
     host, port = split_host_port(cfg.kafka_bootstrap_servers)
+    ingest_bind = "0.0.0.0" if cfg.els_ingest_host in ("", "::") else cfg.els_ingest_host
+    for what, bind, p, var in (("ingest", ingest_bind, cfg.els_ingest_port, "ELS_INGEST_PORT"),
+                               ("the processor's web server", "0.0.0.0", cfg.els_web_port, "ELS_WEB_PORT")):
+        if not port_is_free(bind, p):
+            print(f"els up: port {p} for {what} is already in use (another `els up`?). Stop that program or set "
+                  f"{var} to a free port.", file=sys.stderr)
+            return 2
     broker: EmbeddedBroker | None = None
     children: list[tuple[str, subprocess.Popen]] = []
     stopping = {"force": False}

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -256,3 +257,19 @@ def test_make_up_runs_els_up(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert called.read_text() == "up"
+
+
+def test_els_up_refuses_a_taken_port_before_starting_anything(tmp_path):
+    _fake_docker(tmp_path / "bin", engine=False)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broker_port = free_port()
+        env = _env(tmp_path, KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{broker_port}", ELS_INGEST_PORT=str(port),
+                   ELS_WEB_PORT=str(free_port()))
+        proc = subprocess.run([sys.executable, "-m", "els.cli", "up"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"port {port} for ingest is already in use" in proc.stderr and "ELS_INGEST_PORT" in proc.stderr
+    assert not (tmp_path / "var" / "broker.log").exists()  # nothing was started
