@@ -20,12 +20,17 @@ import orjson
 from els.config import Config
 from processor.aggregate import Bag, parse_dd_tags, render_series, tag_value, window_start
 from processor.datadog import Answer, DatadogClient
-from processor.delivery import decide, log_droppable, log_requests, metric_point_droppable, series_requests
+from processor.delivery import (
+    LOGS_MAX_ENTRIES,
+    decide,
+    log_droppable,
+    log_requests,
+    metric_point_droppable,
+    series_requests,
+)
 
 log = logging.getLogger("els.sink")
 
-SINK_BATCH_MAX = 5000
-SINK_BATCH_WITHIN_SECONDS = 1.0
 SINK_RETENTION_MS = 15 * 60_000  # merged windows are kept this long after they can no longer change
 AUTH_REPORT_EVERY_S = 60.0
 
@@ -170,9 +175,56 @@ class Sink:
         return out
 
 
+class Buffer:
+    """Outbox records held until one flush sends them: one series request and one logs request per tick.
+
+    The processor emits partials in a burst at every tick (ELS_FLUSH_SECONDS); logs trickle in between. The
+    buffer is flushed once a burst of partials has settled (no partial for SETTLE_SECONDS), and anyway when its
+    oldest record has waited ELS_FLUSH_SECONDS or it holds a request's worth. Records are acked (their outbox
+    offsets become committable) only after the flush delivered them.
+    """
+
+    SETTLE_SECONDS = 0.5
+    MAX_RECORDS = 20_000
+
+    def __init__(self, hold_seconds: float):
+        self.hold_seconds = hold_seconds
+        self.clear()
+
+    def clear(self) -> None:
+        self.events: list = []
+        self.values: dict[int, list[dict]] = defaultdict(list)
+        self.logs = 0
+        self.first_at: float | None = None
+        self.last_partial_at: float | None = None
+
+    def add(self, event, partition: int, value: dict, now: float) -> None:
+        self.events.append(event)
+        self.values[partition].append(value)
+        if self.first_at is None:
+            self.first_at = now
+        if value.get("kind") == "partial":
+            self.last_partial_at = now
+        else:
+            self.logs += 1
+
+    def due(self, now: float) -> bool:
+        if not self.events:
+            return False
+        return (len(self.events) >= self.MAX_RECORDS or self.logs >= LOGS_MAX_ENTRIES
+                or (self.last_partial_at is not None and now - self.last_partial_at >= self.SETTLE_SECONDS)
+                or now - self.first_at >= self.hold_seconds)
+
+    def take(self) -> tuple[list, dict[int, list[dict]]]:
+        events, values = self.events, self.values
+        self.clear()
+        return events, values
+
+
 def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
-    """Add the sink agent and its table to the Faust app."""
-    table = make_table("sink", "Latest partial of every partition, per group and window (the sink's merge).")
+    """Add the sink agent, its flush timer and its table to the Faust app."""
+    table = make_table("sink", "Latest partial of every partition, per group and window (the sink's merge); "
+                               "'retries|<outbox partition>|<window>': the sink's own retry counts.")
     client = DatadogClient(cfg)
 
     async def deadletter(value: bytes, reason: str) -> None:
@@ -183,27 +235,74 @@ def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
     if client.dry_run:
         log.warning("DD_API_KEY is not set: nothing goes to Datadog; the requests are written to %s",
                     cfg.els_dry_run_file)
+    buffer = Buffer(hold_seconds=float(cfg.els_flush_seconds))
+    flushing = asyncio.Lock()
+    last_cleanup = [0.0]
+    window_ms = cfg.els_window_seconds * 1000
+
+    async def count_retries(n: int, p_out: int, now_ms: int) -> None:
+        """pipeline.sink_retries goes through the outbox like any partial, so it merges with the processor's
+        pipeline counters and survives restarts: the count per (outbox partition, window) lives in the table."""
+        ws = window_start(now_ms, window_ms)
+        key = f"retries|{p_out}|{ws}"
+        total = int((table.get(key) or {}).get("n", 0)) + n
+        record = {"n": total, "ws": ws, "op": p_out, "group": "retries"}  # op/group/ws: expired like the rest
+        await asyncio.gather(*await producer.persist(table, p_out, {key: record}))
+        bag = Bag()
+        bag.count("pipeline.sink_retries", total)
+        value = {"kind": "partial", "p": f"sink{p_out}", "group": "pipeline", "ws": ws, "seq": total, "final": False,
+                 "bag": bag.to_dict()}
+        await (await producer.send(cfg.els_out_topic, f"pipeline|{ws}".encode(), orjson.dumps(value)))
+
+    async def flush() -> None:
+        async with flushing:
+            events, values = buffer.take()
+            if not events:
+                return
+            now_ms = int(time.time() * 1000)
+            t0 = time.perf_counter()
+            touched: dict[str, dict] = {}
+            logs: list[dict] = []
+            for p, vals in values.items():
+                t, lg = sink.absorb(vals, p)
+                touched.update(t)  # a key lives in exactly one outbox partition
+                logs += lg
+            retries = sink.stats["sink_retries"]
+            await sink.deliver(sink.render(touched, now_ms), logs)
+            retries = sink.stats["sink_retries"] - retries
+            cleanup = time.monotonic() - last_cleanup[0] > 60
+            by_p: dict[int, dict] = defaultdict(dict)
+            for key, entry in touched.items():
+                by_p[entry["op"]][key] = entry
+            if cleanup:
+                last_cleanup[0] = time.monotonic()
+                for p in {e.message.partition for e in events}:
+                    for key in sink.expired_keys(now_ms, p):
+                        by_p[p][key] = None
+            await asyncio.gather(*[f for p, writes in by_p.items() for f in await producer.persist(table, p, writes)])
+            if retries:
+                await count_retries(retries, min(values), now_ms)
+            for event in events:
+                event.ack()
+            sink.stats["flushes"] += 1
+            sink.stats["t_sink_ms"] += int((time.perf_counter() - t0) * 1000)
 
     @app.agent(out_topic)
     async def deliver(stream):
-        last_cleanup = 0.0
-        async for events in stream.take_events(SINK_BATCH_MAX, within=SINK_BATCH_WITHIN_SECONDS):
-            by_partition: dict[int, list[dict]] = defaultdict(list)
-            for e in events:
-                by_partition[e.message.partition].append(orjson.loads(e.message.value))
-            now_ms = int(time.time() * 1000)
-            t0 = time.perf_counter()
-            cleanup = time.monotonic() - last_cleanup > 60
-            for p, values in by_partition.items():
-                touched, logs = sink.absorb(values, p)
-                await sink.deliver(sink.render(touched, now_ms), logs)
-                writes: dict = dict(touched)
-                for key in sink.expired_keys(now_ms, p) if cleanup else ():
-                    writes[key] = None
-                await asyncio.gather(*await producer.persist(table, p, writes))
-            if cleanup:
-                last_cleanup = time.monotonic()
-            sink.stats["t_sink_ms"] += int((time.perf_counter() - t0) * 1000)
+        async for event in stream.noack().events():
+            buffer.add(event, event.message.partition, orjson.loads(event.message.value), time.monotonic())
+            if len(buffer.events) >= Buffer.MAX_RECORDS:
+                await flush()  # back-pressure: the agent waits for the flush
 
+    @app.timer(0.25)
+    async def flush_when_due():
+        if buffer.due(time.monotonic()):
+            await flush()
+
+    async def flush_before_revocation(app_, *args, **kwargs):
+        """Deliver (and ack) what is held before the outbox partitions may move (Faust waits for the acks)."""
+        await flush()
+
+    app.on_partitions_revoked.connect(flush_before_revocation)
     app.els["sink"] = sink
     return sink

@@ -144,7 +144,9 @@ async def test_datadog_outage_loses_nothing(kafka_bootstrap, topic_names, sigkil
                 await post_all(ing, events[: len(events) // 2])
                 # ingest is unaffected by Datadog being down
                 assert time.monotonic() - started < 30
-                await asyncio.sleep(8)
+                deadline = time.monotonic() + 40
+                while dd.request_count(ok_only=False) == 0 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)
                 assert dd.request_count() == 0 and dd.request_count(ok_only=False) > 0
                 if sigkill:
                     worker.kill()
@@ -158,5 +160,14 @@ async def test_datadog_outage_loses_nothing(kafka_bootstrap, topic_names, sigkil
             await wait_exact(dd, sim, 150, [worker])
             refused = [r for r in dd.requests if r[1] in (429, 503)]
             assert refused, "the outage was never seen by the sink"
+            # every refused request was a retry, and pipeline.sink_retries says how many (it travels through
+            # the outbox and is delivered by a later flush)
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline:
+                refused = [r for r in dd.requests if r[1] in (429, 503)]
+                if dd.sum(M + "pipeline.sink_retries") == len(refused):
+                    break
+                await asyncio.sleep(1)
+            assert dd.sum(M + "pipeline.sink_retries") == len(refused)
         finally:
             worker.stop()
