@@ -244,9 +244,13 @@ def create_app(cfg: Config) -> faust.App:
     app.on_partitions_assigned.connect(forget_positions)
     app.on_partitions_revoked.connect(forget_positions)
 
-    from processor import sink, web
+    from processor import restore, sink, web
 
-    sink.register(app, cfg, out_topic, producer, table)
+    def count_restored(n: int) -> None:
+        stats["restored_past_reported_end"] += n
+
+    the_sink = sink.register(app, cfg, out_topic, producer, table)
+    restore.register(app, [chains, windows, the_sink.table], cfg.bootstrap_list, on_done=count_restored)
     web.register(app)
     return app
 
