@@ -31,7 +31,8 @@ API (all readers are thread-safe and return copies)
   ``await dd.stop()``, ``dd.start_in_thread()`` / ``dd.stop_thread()``. ``dd.url``, ``dd.port``, ``dd.api_key``.
 - Metrics: ``dd.points(metric)`` -> [(timestamp, tags tuple, value)]; ``dd.series_value(metric, tags_subset,
   timestamp=None)``; ``dd.sum(metric, [tags], **tag_filters)``; ``dd.last(metric, [tags], **tag_filters)``;
-  ``dd.stored_points(metric=None)`` (StoredPoint: tags, resources, type, interval, unit, writes);
+  ``dd.stored_points(metric=None)`` (StoredPoint: tags, resources, type, interval, unit, writes,
+  received_at);
   ``dd.metric_names()``, ``dd.metric_type(metric)``; counters ``points_received``, ``points_overwritten``,
   ``out_of_window_points``.
 - Logs: ``dd.logs`` (every item as received, duplicates included); ``dd.find_logs({"error.kind": "X"},
@@ -240,6 +241,7 @@ class StoredPoint:
     unit: str | None
     seq: int  # arrival order of the write that set this value
     writes: int = 1  # how many times this point was received (last one wins)
+    received_at: float = 0.0  # time.time() when the write that set this value arrived (freshness benches)
 
 
 @dataclass
@@ -850,7 +852,7 @@ class FakeDatadog:
                     self._points[key] = StoredPoint(
                         metric=metric, timestamp=ts, tags=tags, resources=resources, value=float(p["value"]),
                         type=mtype, interval=s.get("interval"), unit=s.get("unit"), seq=self._seq,
-                        writes=(old.writes + 1) if old else 1)
+                        writes=(old.writes + 1) if old else 1, received_at=now)
         return len(data["series"])
 
     def _accept_logs(self, data: Any, size: int, query_tags: str | None) -> int:

@@ -121,6 +121,20 @@ def test_last_value_wins_per_series_and_timestamp(tdd):
     assert tdd.points_received[ev] == 6 and tdd.points_overwritten[ev] == 3
 
 
+def test_stored_point_says_when_its_value_arrived(tdd):
+    """Freshness benches read when a value became visible: received_at is the time of the write that set it."""
+    with ApiClient(conf(tdd)) as api:
+        m = MetricsApi(api)
+        before = time.time()
+        m.submit_metrics(body=payload(1))
+        (first,) = tdd.stored_points("okta.workflows.events")
+        time.sleep(0.05)
+        m.submit_metrics(body=payload(2))
+        (second,) = tdd.stored_points("okta.workflows.events")
+    assert before <= first.received_at < second.received_at <= time.time()
+    assert second.value == 2 and second.writes == 2
+
+
 def test_wrong_key_is_403_and_stores_nothing(tdd):
     with ApiClient(conf(tdd, key="wrong")) as api:
         with pytest.raises(ForbiddenException) as exc:
