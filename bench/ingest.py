@@ -207,7 +207,7 @@ class _ConstantRate:
 
         return {"target_rps": round(rate), "sent_rps": round(n / sent_in), "answered_rps": round(len(lat) / answered_in),
                 "ticks_late_over_5ms": late, "statuses": dict(self.statuses),
-                "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
+                "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
 
 
 async def _raw_records(bootstrap: str, topic: str) -> int:

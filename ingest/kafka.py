@@ -107,7 +107,7 @@ class KafkaWriter:
             bootstrap_servers=self.cfg.kafka_bootstrap_servers,
             acks="all",
             enable_idempotence=idempotent,
-            linger_ms=2,  # concurrent requests share a produce request
+            linger_ms=0,  # no wait: with one produce request in flight, records queue behind it anyway
             request_timeout_ms=max(int(self.cfg.els_ack_timeout_seconds * 1000), 5000),
             max_request_size=max(self.cfg.els_max_body_bytes * 2, 1 << 20),
         )
