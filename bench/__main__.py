@@ -83,6 +83,23 @@ async def run_worker(cmd: list[str], env: dict, n: int, label: str) -> dict:
         log.close()
 
 
+async def wait_assigned(proc: subprocess.Popen, port: int, partitions: int, timeout: float = 180) -> None:
+    """Until the worker owns every raw partition (its status page says so), so fed events do not wait for it."""
+    async with aiohttp.ClientSession() as s:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError("the worker exited; see its log in var/")
+            try:
+                async with s.get(f"http://127.0.0.1:{port}/els/status.json") as r:
+                    if len((await r.json()).get("partitions") or ()) >= partitions:
+                        return
+            except (aiohttp.ClientError, ValueError):
+                pass
+            await asyncio.sleep(0.5)
+    raise TimeoutError("the worker was not assigned its partitions")
+
+
 def _rss_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -137,42 +154,49 @@ async def processor_bench(bootstrap: str, n: int) -> dict:
 
 
 async def delivery_bench(bootstrap: str, n: int, seconds: float = 60.0) -> dict:
-    """Datadog requests and bytes for n events fed over `seconds` (production window and flush settings),
-    against a forwarder that sends one request per event; and event-to-Datadog freshness is not measured yet."""
+    """Datadog requests and bytes for n events fed live over `seconds` (production window and flush settings),
+    against a forwarder that sends one request per event; and freshness, acknowledged event -> visible in
+    Datadog (bench/freshness.py)."""
+    from bench.freshness import Freshness, feed_live, live_workload
     from tests.fakedatadog import FakeDatadog
 
     sim = Simulator(seed=9, flows=20, helpers=5, dup_rate=0.05)
-    events: list[dict] = []
-    now = int(time.time() * 1000)
-    while len(events) < n:
-        events += sim.workload(200, now, int(seconds * 1000))
-    events = events[:n]
     topic = f"bench-dd-{uuid.uuid4().hex[:6]}"
+    window_s, flush_s = 60, 10
     async with FakeDatadog(api_key="bench-key") as dd:
         env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_PARTITIONS": str(PARTITIONS), "ELS_RAW_TOPIC": topic,
                "ELS_OUT_TOPIC": topic + "-out", "ELS_DEADLETTER_TOPIC": topic + "-dl", "ELS_APP_ID": topic,
+               "ELS_WINDOW_SECONDS": str(window_s), "ELS_FLUSH_SECONDS": str(flush_s),
                "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_DATA_DIR": "var/faust-bench", "ELS_LOG_LEVEL": "WARNING",
                "DD_API_KEY": "bench-key", "DD_URL": dd.url, "ELS_WEB_PORT": str(free_port())}
         await ensure_topics(bootstrap, [topic, topic + "-out", topic + "-dl"], PARTITIONS)
         log = open(ROOT / "var" / "bench-delivery.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen([sys.executable, "-m", "els.cli", "process"], env={**os.environ, **env},
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        fresh = Freshness(window_s)
+        watch = None
         try:
-            slices = 20
-            for i in range(slices):  # a sustained rate, as Okta would deliver it
-                await preload(bootstrap, topic, events[i * n // slices:(i + 1) * n // slices])
-                await asyncio.sleep(seconds / slices)
-            want = sum(c for (_f, _t), c in sim.expected.events.items())
+            await wait_assigned(proc, int(env["ELS_WEB_PORT"]), PARTITIONS)
+            # every generated event is sent (the generator's totals are exactly what was sent), each when its
+            # timestamp comes, as Okta delivers them
+            events = live_workload(sim, n, int(time.time() * 1000) + 1000, seconds)
+            watch = asyncio.create_task(fresh.watch(dd))
+            lag = await feed_live(bootstrap, topic, events, on_ack=fresh.on_ack)
+            want = sum(sim.expected.events.values())  # duplicates excluded (copies are not generated events)
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline and dd.sum("okta.workflows.events") < want:
                 await asyncio.sleep(1)
-            await asyncio.sleep(12)  # one more flush
+            await asyncio.sleep(flush_s + 2)  # one more flush
+            fresh.observe(dd)
             got = dd.sum("okta.workflows.events")
             ours = {"requests": len(dd.requests), "bytes": sum(r[2] for r in dd.requests)}
         finally:
+            if watch is not None:
+                watch.cancel()
             proc.terminate()
             proc.wait(30)
             log.close()
+        n = len(events)
         dd.reset()
         async with aiohttp.ClientSession() as s:  # the baseline: one uncompressed request per event
             for ev in events:
@@ -182,6 +206,7 @@ async def delivery_bench(bootstrap: str, n: int, seconds: float = 60.0) -> dict:
         base = {"requests": len(dd.requests), "bytes": sum(r[2] for r in dd.requests)}
     per10k = 10_000 / n
     return {"events": n, "events_counted_in_datadog": got, "expected_events": want,
+            **fresh.result(), "freshness_target_p95_s": flush_s + 5, "feed_max_lag_s": round(lag, 2),
             "requests_per_10k_events": round(ours["requests"] * per10k, 1),
             "bytes_per_10k_events": round(ours["bytes"] * per10k),
             "baseline_requests_per_10k_events": round(base["requests"] * per10k),

@@ -66,7 +66,10 @@ def register(app) -> None:
 
     @app.page("/els/stats/")
     async def stats_view(web, request):
-        return web.json({**state["stats"], **{f"sink_{k}": v for k, v in state["sink"].stats.items()}})
+        # table sizes (local store, standby copies included) show whether state stays bounded over time
+        sizes = {"table_chains": len(chains), "table_windows": len(state["windows"]),
+                 "table_sink": len(state["sink"].table)}
+        return web.json({**state["stats"], **{f"sink_{k}": v for k, v in state["sink"].stats.items()}, **sizes})
 
     def owned_partitions() -> list[int] | None:
         """The raw partitions this worker actively owns (its table also holds standby copies of others)."""
