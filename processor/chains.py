@@ -124,10 +124,21 @@ def close_due(chain: Chain, now_ms: int, quiet_ms: int, timeout_ms: int) -> str 
     """The status to close with now, or None while the chain must stay open."""
     if chain.closed is not None:
         return None
-    silent = now_ms - chain.last_news_ms
-    root = chain.execs.get(chain.root)
+    return _due(chain.root, chain.execs, chain.last_news_ms, now_ms, quiet_ms, timeout_ms)
+
+
+def close_due_stored(d: dict, now_ms: int, quiet_ms: int, timeout_ms: int) -> str | None:
+    """close_due on a stored chain (Chain.to_dict()), without decoding it: ticks check every open chain."""
+    if d["closed"] is not None:
+        return None
+    return _due(d["root"], d["x"], d["news"], now_ms, quiet_ms, timeout_ms)
+
+
+def _due(root_id: str, execs: dict, last_news_ms: int, now_ms: int, quiet_ms: int, timeout_ms: int) -> str | None:
+    silent = now_ms - last_news_ms
+    root = execs.get(root_id)
     if (root is not None and root[STATUS] is not None and silent >= quiet_ms
-            and all(x[END] is not None for x in chain.execs.values())):
+            and all(x[END] is not None for x in execs.values())):
         # checked before the timeout: a chain that ended is never timed_out because the clock jumped
         return root[STATUS]
     if silent >= timeout_ms:

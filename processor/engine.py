@@ -111,6 +111,7 @@ class Engine:
         chain_cache: dict[str, chainlib.Chain] = {}
         win_cache: dict[str, dict] = {}
         deleted_chains: set[str] = set()
+        changed_chains: set[str] = set()  # only these are written back (ticks read every open chain)
         clock_key = f"{p}|clock"
         clock = dict(self.windows.get(clock_key) or {"now": 0, "off": -1})
 
@@ -152,13 +153,15 @@ class Engine:
         def pipeline_count(metric: str, ws: int, off: int, n: int = 1) -> None:
             bump("pipeline", ws, off, lambda b: b.count(metric, n))
 
-        def get_chain(root: str) -> chainlib.Chain:
+        def get_chain(root: str, change: bool = False) -> chainlib.Chain:
             ch = chain_cache.get(root)
             if ch is None:
                 stored = self.chains.get(root)
                 ch = chainlib.Chain.from_dict(stored) if stored else chainlib.new_chain(root, p)
                 chain_cache[root] = ch
                 deleted_chains.discard(root)
+            if change:
+                changed_chains.add(root)
             return ch
 
         for rec in records:
@@ -183,7 +186,7 @@ class Engine:
             if s.replay and ev.timestamp_ms > clock["now"]:
                 clock["now"] = ev.timestamp_ms
             news_ms = clock["now"] if s.replay else max(clock["now"], received_ms)
-            ch = get_chain(ev.root_execution_id)
+            ch = get_chain(ev.root_execution_id, change=True)
             verdict = chainlib.apply(ch, ev, o, news_ms)
             ch.off = max(ch.off, o)
             if not ch.closed:
@@ -220,8 +223,8 @@ class Engine:
             self._advance(p, records[-1].offset, clock["now"], out, get_chain, window, bump, open_chains,
                           window_keys, chain_cache, win_cache, deleted_chains)
 
-        chain_writes: dict[str, dict | None] = {root: ch.to_dict() for root, ch in chain_cache.items()
-                                                if root not in deleted_chains}
+        chain_writes: dict[str, dict | None] = {root: chain_cache[root].to_dict() for root in changed_chains
+                                                if root not in deleted_chains and root in chain_cache}
         for root in deleted_chains:
             chain_writes[root] = None
         window_writes: dict[str, dict | None] = {}
@@ -256,13 +259,21 @@ class Engine:
             if closed_off == off:  # re-processing the record that closed it: its window may lack the chain
                 self._emit_chain(get_chain(root), off, out, bump)
         for root in list(open_chains):
-            ch = get_chain(root)
-            if ch.closed:
+            ch = chain_cache.get(root)
+            if ch is None:  # untouched in this batch: check the stored record, decode only if it closes
+                stored = self.chains.get(root)
+                if stored is None or stored["closed"] is not None:
+                    open_chains.discard(root)
+                    continue
+                status = chainlib.close_due_stored(stored, now, s.quiet_ms, s.timeout_ms)
+            elif ch.closed:
                 open_chains.discard(root)
                 continue
-            status = chainlib.close_due(ch, now, s.quiet_ms, s.timeout_ms)
+            else:
+                status = chainlib.close_due(ch, now, s.quiet_ms, s.timeout_ms)
             if status is None:
                 continue
+            ch = get_chain(root, change=True)
             chainlib.close(ch, status, now)
             ch.closed_off = off
             ch.off = max(ch.off, off)
