@@ -46,8 +46,7 @@ async def _read_body(request: web.Request, limit: int) -> tuple[bytes, bool]:
     length = request.content_length
     if length is not None:
         if length > limit:
-            prefix = await request.content.read(DEADLETTER_PREFIX_BYTES)
-            return prefix, True
+            return await _read_prefix(request, DEADLETTER_PREFIX_BYTES), True
         # Okta's case: one read, no join (aiohttp's readexactly(0) raises at EOF, hence the guard)
         return (await request.content.readexactly(length) if length else b""), False
     chunks, size = [], 0
@@ -61,6 +60,18 @@ async def _read_body(request: web.Request, limit: int) -> tuple[bytes, bool]:
             return b"".join(chunks)[:DEADLETTER_PREFIX_BYTES], True
         chunks.append(chunk)
     return b"".join(chunks), False
+
+
+async def _read_prefix(request: web.Request, size: int) -> bytes:
+    """The first `size` bytes of the body (one read() may return less than asked)."""
+    chunks, got = [], 0
+    while got < size:
+        chunk = await request.content.read(size - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 def _now_ms() -> int:

@@ -23,7 +23,14 @@ class Authenticator:
     def check(self, headers: Mapping[str, str]) -> bool:
         if self.disabled:
             return True
-        value = headers.get(self.header)
+        getall = getattr(headers, "getall", None)  # aiohttp's multidict: the header may come several times
+        if getall is not None:
+            values = getall(self.header, [])
+            if len(values) != 1:  # two secrets in one request is not a request Okta sends: refuse, not guess
+                return False
+            value = values[0]
+        else:
+            value = headers.get(self.header)
         if not value:
             return False
         value = value.strip()

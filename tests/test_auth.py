@@ -25,3 +25,12 @@ def test_custom_header():
     auth = Authenticator(["tok"], header="X-Okta-Secret")
     assert auth.check({"X-Okta-Secret": "tok"})
     assert not auth.check({"Authorization": "Bearer tok"})
+
+
+def test_the_header_twice_is_refused_even_when_one_is_right():
+    from multidict import CIMultiDict
+
+    auth = Authenticator(["s3cret-one"])
+    assert auth.check(CIMultiDict([("Authorization", "Bearer s3cret-one")]))
+    assert not auth.check(CIMultiDict([("Authorization", "Bearer s3cret-one"), ("Authorization", "Bearer x")]))
+    assert not auth.check(CIMultiDict([("Authorization", "Bearer s3cret-one"), ("authorization", "s3cret-one")]))
