@@ -130,6 +130,8 @@ def extract(item, depth: int = 0) -> list[dict]:
         out = []
         for sub in item:
             out.extend(extract(sub, depth + 1))
+        if not out:  # dropping it silently would lose the item: neither accepted nor dead-lettered
+            raise ValueError("an empty array holds no event")
         return out
     if not isinstance(item, dict):
         raise ValueError(f"a JSON {type(item).__name__} is not an event object")
@@ -176,6 +178,8 @@ def _items(text: bytes) -> tuple[list, list[Reject]]:
             rejects.append(Reject(f"line {n} is not valid JSON: {exc}", line))
             continue
         if isinstance(value, list):
+            if not value:
+                rejects.append(Reject(f"line {n} is an empty array", line))
             items.extend(value)
         else:
             items.append(value)

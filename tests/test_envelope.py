@@ -227,3 +227,12 @@ def test_any_bytes_give_events_or_a_body_error(body):
         unwrap(body)
     except BodyError as exc:
         assert exc.status in (400, 413)
+
+
+def test_empty_arrays_inside_a_body_are_rejected_not_dropped():
+    """Every item is accepted or dead-lettered: an empty array in a wrapper or on an NDJSON line is neither an
+    event nor nothing."""
+    out = unwrap(orjson.dumps([EV, {"wrapper": []}]))
+    assert len(out.events) == 1 and [r.reason for r in out.rejects] == ["an empty array holds no event"]
+    out = unwrap(orjson.dumps(EV) + b"\n[]\n")
+    assert len(out.events) == 1 and out.rejects[0].raw == b"[]"
