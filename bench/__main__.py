@@ -1,7 +1,7 @@
 """`make bench`: the processor's throughput against two baselines on the same preloaded topic, and Datadog
 requests/bytes against one request per event. Ratios, not absolute times: the machine is shared.
 
-    python -m bench [--events N] [--only processor|delivery|ingest]
+    python -m bench [--events N] [--only processor|delivery|ingest|memory]
 """
 
 from __future__ import annotations
@@ -83,23 +83,6 @@ async def run_worker(cmd: list[str], env: dict, n: int, label: str) -> dict:
         log.close()
 
 
-async def wait_assigned(proc: subprocess.Popen, port: int, partitions: int, timeout: float = 180) -> None:
-    """Until the worker owns every raw partition (its status page says so), so fed events do not wait for it."""
-    async with aiohttp.ClientSession() as s:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError("the worker exited; see its log in var/")
-            try:
-                async with s.get(f"http://127.0.0.1:{port}/els/status.json") as r:
-                    if len((await r.json()).get("partitions") or ()) >= partitions:
-                        return
-            except (aiohttp.ClientError, ValueError):
-                pass
-            await asyncio.sleep(0.5)
-    raise TimeoutError("the worker was not assigned its partitions")
-
-
 def _rss_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -139,6 +122,8 @@ async def processor_bench(bootstrap: str, n: int) -> dict:
     base_env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_PARTITIONS": str(PARTITIONS), "ELS_RAW_TOPIC": topic,
                 "ELS_OUT_TOPIC": topic + "-out", "ELS_DEADLETTER_TOPIC": topic + "-dl",
                 "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_DATA_DIR": "var/faust-bench", "ELS_LOG_LEVEL": "WARNING",
+                # a 45-minute backlog (catching up after an outage): every event still counts in its window
+                "ELS_LATENESS_SECONDS": "3600",
                 "ELS_DRY_RUN_FILE": f"var/bench-dry-run-{topic}.ndjson", "DD_API_KEY": ""}
     plain = await plain_consumer(bootstrap, topic, n)
     faust_min = await run_worker([sys.executable, "-m", "faust", "-A", "bench.baseline_faust", "worker", "-l",
@@ -157,7 +142,7 @@ async def delivery_bench(bootstrap: str, n: int, seconds: float = 60.0) -> dict:
     """Datadog requests and bytes for n events fed live over `seconds` (production window and flush settings),
     against a forwarder that sends one request per event; and freshness, acknowledged event -> visible in
     Datadog (bench/freshness.py)."""
-    from bench.freshness import Freshness, feed_live, live_workload
+    from bench.freshness import Freshness, feed_live, live_workload, wait_assigned
     from tests.fakedatadog import FakeDatadog
 
     sim = Simulator(seed=9, flows=20, helpers=5, dup_rate=0.05)
@@ -218,7 +203,7 @@ async def delivery_bench(bootstrap: str, n: int, seconds: float = 60.0) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=int(os.environ.get("BENCH_EVENTS", 200_000)))
-    ap.add_argument("--only", choices=["processor", "delivery", "ingest"])
+    ap.add_argument("--only", choices=["processor", "delivery", "ingest", "memory"])
     args = ap.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     broker = None
@@ -233,6 +218,10 @@ def main() -> int:
             results["processor"] = asyncio.run(processor_bench(bootstrap, args.events))
         if args.only in (None, "delivery"):
             results["delivery"] = asyncio.run(delivery_bench(bootstrap, 10_000))
+        if args.only in (None, "memory"):
+            from bench.memory import memory_bench
+
+            results["memory"] = asyncio.run(memory_bench(bootstrap))
         if args.only in (None, "ingest"):
             from bench.ingest import ingest_bench
 
