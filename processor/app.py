@@ -22,13 +22,14 @@ from faust.types import TP
 from els import logs as els_logs
 from els.config import Config
 from processor.engine import TICK_HEADER, TICK_KEY, Engine, Record, Settings
+from processor.outbox import outbox_records
 
 log = logging.getLogger("els.processor")
 
 # Large batches: a chain or window touched several times in a batch is written to its changelog once, and
-# Faust's per-batch costs amortise; half a second adds nothing visible next to ELS_FLUSH_SECONDS.
-BATCH_MAX = 5000
-BATCH_WITHIN_SECONDS = 0.5
+# Faust's per-batch costs amortise; a second adds little next to ELS_FLUSH_SECONDS.
+BATCH_MAX = 10000
+BATCH_WITHIN_SECONDS = 1.0
 GAP_ACCEPT_SECONDS = 30.0
 
 class Producer:
@@ -196,8 +197,8 @@ def create_app(cfg: Config) -> faust.App:
             for value, reason in out.deadletters:
                 pending.append(await producer.send(cfg.els_deadletter_topic, None, value, None,
                                                    [("reason", reason.encode()), ("stage", b"processor")]))
-            for key, value in out.partials + out.logs:
-                pending.append(await producer.send(cfg.els_out_topic, key, orjson.dumps(value)))
+        for q, value in outbox_records([o for _p, _r, o, _c, _w in steps], cfg.els_partitions):
+            pending.append(await producer.send(cfg.els_out_topic, None, value, q))
         t2 = time.perf_counter()
         if pending:
             await asyncio.gather(*pending)

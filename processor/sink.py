@@ -28,6 +28,7 @@ from processor.delivery import (
     metric_point_droppable,
     series_requests,
 )
+from processor.outbox import outbox_partition, unpacked
 
 log = logging.getLogger("els.sink")
 
@@ -62,7 +63,7 @@ class Sink:
         """Fold outbox values into the table's entries; return the touched entries and the log items."""
         touched: dict[str, dict] = {}
         logs: list[dict] = []
-        for v in records:
+        for v in unpacked(records):
             kind = v.get("kind")
             if kind == "log":
                 logs.append(v["item"])
@@ -203,10 +204,11 @@ class Buffer:
         self.values[partition].append(value)
         if self.first_at is None:
             self.first_at = now
-        if value.get("kind") == "partial":
-            self.last_partial_at = now
-        else:
-            self.logs += 1
+        for item in unpacked([value]):
+            if item.get("kind") == "partial":
+                self.last_partial_at = now
+            else:
+                self.logs += 1
 
     def due(self, now: float) -> bool:
         if not self.events:
@@ -252,7 +254,9 @@ def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
         bag.count("pipeline.sink_retries", total)
         value = {"kind": "partial", "p": f"sink{p_out}", "group": "pipeline", "ws": ws, "seq": total, "final": False,
                  "bag": bag.to_dict()}
-        await (await producer.send(cfg.els_out_topic, f"pipeline|{ws}".encode(), orjson.dumps(value)))
+        key = f"pipeline|{ws}".encode()  # where the processor's pipeline partials of this window go
+        await (await producer.send(cfg.els_out_topic, None, orjson.dumps(value),
+                                   outbox_partition(key, cfg.els_partitions)))
 
     async def flush() -> None:
         async with flushing:

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from els.broker import free_port
 from processor.aggregate import Bag
+from processor.outbox import unpacked
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -80,14 +81,17 @@ class OutboxReader:
         for records in batch.values():
             for r in records:
                 self.records += 1
-                v = orjson.loads(r.value)
-                if v["kind"] == "partial":
-                    k = (v["group"], v["ws"], v["p"])
-                    old = self.partials.get(k)
-                    if old is None or old["seq"] <= v["seq"]:
-                        self.partials[k] = v
-                else:
-                    self.logs.append(v.get("item", v))
+                for v in unpacked([orjson.loads(r.value)]):
+                    self._take(v)
+
+    def _take(self, v: dict) -> None:
+        if v["kind"] == "partial":
+            k = (v["group"], v["ws"], v["p"])
+            old = self.partials.get(k)
+            if old is None or old["seq"] <= v["seq"]:
+                self.partials[k] = v
+        else:
+            self.logs.append(v.get("item", v))
 
     def merged(self) -> dict[tuple[str, int], Bag]:
         out: dict[tuple[str, int], Bag] = {}
