@@ -121,7 +121,7 @@ async def processor_bench(bootstrap: str, n: int) -> dict:
     (ROOT / "var").mkdir(exist_ok=True)
     base_env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_PARTITIONS": str(PARTITIONS), "ELS_RAW_TOPIC": topic,
                 "ELS_OUT_TOPIC": topic + "-out", "ELS_DEADLETTER_TOPIC": topic + "-dl",
-                "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_DATA_DIR": "var/faust-bench", "ELS_LOG_LEVEL": "WARNING",
+                "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_SESSION_TIMEOUT_SECONDS": "6", "ELS_DATA_DIR": "var/faust-bench", "ELS_LOG_LEVEL": "WARNING",
                 # a 45-minute backlog (catching up after an outage): every event still counts in its window
                 "ELS_LATENESS_SECONDS": "3600",
                 "ELS_DRY_RUN_FILE": f"var/bench-dry-run-{topic}.ndjson", "DD_API_KEY": ""}
@@ -152,7 +152,7 @@ async def delivery_bench(bootstrap: str, n: int, seconds: float = 60.0) -> dict:
         env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_PARTITIONS": str(PARTITIONS), "ELS_RAW_TOPIC": topic,
                "ELS_OUT_TOPIC": topic + "-out", "ELS_DEADLETTER_TOPIC": topic + "-dl", "ELS_APP_ID": topic,
                "ELS_WINDOW_SECONDS": str(window_s), "ELS_FLUSH_SECONDS": str(flush_s),
-               "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_DATA_DIR": "var/faust-bench", "ELS_LOG_LEVEL": "WARNING",
+               "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_SESSION_TIMEOUT_SECONDS": "6", "ELS_DATA_DIR": "var/faust-bench", "ELS_LOG_LEVEL": "WARNING",
                "DD_API_KEY": "bench-key", "DD_URL": dd.url, "ELS_WEB_PORT": str(free_port())}
         await ensure_topics(bootstrap, [topic, topic + "-out", topic + "-dl"], PARTITIONS)
         log = open(ROOT / "var" / "bench-delivery.log", "wb")  # noqa: SIM115

@@ -30,7 +30,10 @@ from els.config import Config
 
 SECRET_FILE = Path("var/ingest-secret")
 COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
-EMBEDDED_REBALANCE_TIMEOUT = "3"  # the embedded broker holds every group join for the rebalance timeout
+# the embedded broker holds a group's first join for a time that grows with both timeouts (measured: session
+# 60 s -> ~30 s, session 6 s -> ~4 s, with a 3 s rebalance timeout)
+EMBEDDED_REBALANCE_TIMEOUT = "3"
+EMBEDDED_SESSION_TIMEOUT = "6"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -161,6 +164,7 @@ def _ready(url: str, timeout: float, children: list[tuple[str, subprocess.Popen]
 def run_embedded(cfg: Config, env: dict[str, str], secret: str | None, configured: bool) -> int:
     """Embedded broker + ingest + processor as children of this process, until a signal or a child's exit."""
     env.setdefault("ELS_REBALANCE_TIMEOUT_SECONDS", EMBEDDED_REBALANCE_TIMEOUT)
+    env.setdefault("ELS_SESSION_TIMEOUT_SECONDS", EMBEDDED_SESSION_TIMEOUT)
     host, port = split_host_port(cfg.kafka_bootstrap_servers)
     ingest_bind = "0.0.0.0" if cfg.els_ingest_host in ("", "::") else cfg.els_ingest_host
     for what, bind, p, var in (("ingest", ingest_bind, cfg.els_ingest_port, "ELS_INGEST_PORT"),
