@@ -287,9 +287,20 @@ class Engine:
                 del closed[root]
                 chain_cache.pop(root, None)
         for key in list(window_keys):
-            _, rec = window(*_split_window_key(key))
-            end = (month_start(rec["ws"] + 32 * 86_400_000) if rec["group"].startswith("org:")
-                   else rec["ws"] + s.window_ms)
+            rec = win_cache.get(key)
+            if rec is None:  # not touched in this batch: look at the stored record, load it only if it is due
+                stored = self.windows.get(key)
+                if stored is None:
+                    window_keys.discard(key)
+                    continue
+                end = _window_end(stored, s.window_ms)
+                if stored["closed"]:
+                    if end + s.lateness_ms + CLOSED_RETENTION_MS > now:
+                        continue
+                elif not stored["dirty"] and end + s.lateness_ms > now:
+                    continue
+                _, rec = window(stored["group"], stored["ws"])
+            end = _window_end(rec, s.window_ms)
             if rec["closed"]:
                 if end + s.lateness_ms + CLOSED_RETENTION_MS <= now:
                     rec["_delete"] = True
@@ -315,6 +326,11 @@ class Engine:
             out.logs.append(_log_record(ch.root, chain_log(summary)))
 
 
+def _window_end(rec: dict, window_ms: int) -> int:
+    """End of a window record's span: its window, or the calendar month for the org groups."""
+    return month_start(rec["ws"] + 32 * 86_400_000) if rec["group"].startswith("org:") else rec["ws"] + window_ms
+
+
 def _partial(p: int, rec: dict, off: int, final: bool) -> tuple[bytes, dict]:
     return (f"{rec['group']}|{rec['ws']}".encode(),
             {"kind": "partial", "p": p, "group": rec["group"], "ws": rec["ws"], "seq": off, "final": final,
@@ -338,12 +354,6 @@ def _add_range(ranges: list, lo: int, hi: int) -> list:
 
 def _log_record(trace_id: str, item: dict) -> tuple[bytes, dict]:
     return trace_id.encode(), {"kind": "log", "item": item}
-
-
-def _split_window_key(key: str) -> tuple[str, int]:
-    """"<p>|<group>|<ws>" -> (group, ws); a group may itself contain '|'."""
-    group, ws = key.split("|", 1)[1].rsplit("|", 1)
-    return group, int(ws)
 
 
 def _int_header(v: bytes | None) -> int | None:
