@@ -153,7 +153,6 @@ async def test_one_worker_exact_totals(kafka_bootstrap, topic_names):
         worker.stop()
 
 
-@pytest.mark.soak  # not yet reliable: about 1 run in 4 miscounts by one or two events after the SIGKILL (open)
 async def test_sigkill_mid_stream_and_redelivery_keep_totals_exact(kafka_bootstrap, topic_names):
     sim, events = workload(seed=12, chains=400)
     half = len(events) // 2
