@@ -80,9 +80,10 @@ async def test_sigkill_at_random_points_keeps_datadog_exact(kafka_bootstrap, top
                 w.stop()
 
 
-async def _loses_nothing_while(dd: FakeDatadog, kafka_bootstrap, topic_names, seed: int, slow) -> list[float]:
-    """Feed a workload while `slow(dd)` (called with the worker up) makes Datadog misbehave; heal, and check
-    exact values. Returns every POST's latency."""
+async def _loses_nothing_while(dd: FakeDatadog, kafka_bootstrap, topic_names, seed: int, slow,
+                               then=None) -> list[float]:
+    """Feed a workload while `slow(dd)` (called with the worker up) makes Datadog misbehave, check exact values,
+    then `await then(dd)` while the worker still runs. Returns every POST's latency."""
     sim, events = workload(seed=seed, chains=300)
     worker = Worker(env_for(kafka_bootstrap, topic_names, dd), "rel-slow").start()
     latencies: list[float] = []
@@ -100,6 +101,8 @@ async def _loses_nothing_while(dd: FakeDatadog, kafka_bootstrap, topic_names, se
                 await asyncio.sleep(0.5)
             assert fault.hits >= 2, "the sink never met the slow or refusing Datadog"
         await wait_exact(dd, sim, 180, [worker])
+        if then is not None:
+            await then(dd)
     finally:
         worker.stop()
     return latencies
@@ -116,15 +119,21 @@ async def test_slow_datadog_loses_nothing_and_ingest_stays_fast(kafka_bootstrap,
 
 
 async def test_rate_limited_datadog_loses_nothing_and_ingest_stays_fast(kafka_bootstrap, topic_names):
+    async def retries_counted(dd: FakeDatadog) -> None:
+        """Every 429 was retried, and the sink says how often (through the outbox, by a later flush)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            refused = [r for r in dd.requests if r.status == 429]
+            if dd.sum(M + "pipeline.sink_retries") >= len(refused):
+                break
+            await asyncio.sleep(1)
+        retries = [(p.timestamp, p.tags, p.value) for p in dd.stored_points(M + "pipeline.sink_retries")]
+        assert dd.sum(M + "pipeline.sink_retries") == len(refused), (
+            retries, [(r.path, r.status, round(r.received_at % 1000, 1)) for r in dd.request_details])
+
     async with FakeDatadog() as dd:
         latencies = await _loses_nothing_while(
             dd, kafka_bootstrap, topic_names, seed=32,
-            slow=lambda d: d.fail(429, seconds=25, headers={"X-RateLimit-Reset": "3"}))
-        refused = [r for r in dd.requests if r.status == 429]
-        assert refused
+            slow=lambda d: d.fail(429, seconds=25, headers={"X-RateLimit-Reset": "3"}), then=retries_counted)
+        assert [r for r in dd.requests if r.status == 429]
         assert max(latencies) < 5, sorted(latencies)[-5:]
-        # every 429 was retried, and the sink says how often (delivered through the outbox by a later flush)
-        deadline = time.monotonic() + 60
-        while dd.sum(M + "pipeline.sink_retries") < len(refused) and time.monotonic() < deadline:
-            await asyncio.sleep(1)
-        assert dd.sum(M + "pipeline.sink_retries") == len(refused)
