@@ -113,6 +113,8 @@ class Engine:
         deleted_chains: set[str] = set()
         changed_chains: set[str] = set()  # only these are written back (ticks read every open chain)
         clock_key = f"{p}|clock"
+        batch_lo = min(r.offset for r in records) if records else 0
+        batch_hi = max(r.offset for r in records) if records else 0
         clock = dict(self.windows.get(clock_key) or {"now": 0, "off": -1})
 
         def window(group: str, ws: int) -> tuple[str, dict]:
@@ -128,6 +130,8 @@ class Engine:
                 else:
                     rec["_bag"] = Bag.from_dict(rec["bag"]) if rec.get("bag") else Bag()
                 rec["_done"] = set()
+                # the applied ranges that can matter in this batch (usually none): checked on every bump
+                rec["_held"] = [r for r in rec["applied"] if r[1] >= batch_lo and r[0] <= batch_hi]
                 win_cache[key] = rec
                 window_keys.add(key)
             return key, rec
@@ -135,7 +139,7 @@ class Engine:
         def bump(group: str, ws: int, off: int, fn) -> bool:
             """Apply fn(bag) to a window unless it already holds this offset's effects; False if it is closed."""
             _, rec = window(group, ws)
-            if _holds(rec["applied"], off):
+            if rec["_held"] and _holds(rec["_held"], off):
                 return True  # applied before a crash or a re-delivery: already there
             if rec["closed"]:
                 return False
@@ -228,8 +232,6 @@ class Engine:
         for root in deleted_chains:
             chain_writes[root] = None
         window_writes: dict[str, dict | None] = {}
-        batch_lo = min(r.offset for r in records) if records else 0
-        batch_hi = max(r.offset for r in records) if records else 0
         for key, rec in win_cache.items():
             if rec.get("_delete"):
                 window_writes[key] = None
