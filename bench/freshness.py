@@ -13,10 +13,12 @@ every value the series takes.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections import defaultdict
 from datetime import datetime
 
+import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
@@ -72,6 +74,23 @@ async def feed_live(bootstrap: str, topic: str, events: list[dict], on_ack=None,
     finally:
         await producer.stop()
     return lag
+
+
+async def wait_assigned(proc: subprocess.Popen, port: int, partitions: int, timeout: float = 180) -> None:
+    """Until the worker owns every raw partition (its status page says so), so fed events do not wait for it."""
+    async with aiohttp.ClientSession() as s:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError("the worker exited; see its log in var/")
+            try:
+                async with s.get(f"http://127.0.0.1:{port}/els/status.json") as r:
+                    if len((await r.json()).get("partitions") or ()) >= partitions:
+                        return
+            except (aiohttp.ClientError, ValueError):
+                pass
+            await asyncio.sleep(0.5)
+    raise TimeoutError("the worker was not assigned its partitions")
 
 
 class Freshness:
