@@ -69,7 +69,7 @@ async def memory_bench(bootstrap: str, rate: int = 400, seconds: float = 12.0) -
         port = free_port()
         env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_PARTITIONS": str(PARTITIONS), "ELS_RAW_TOPIC": topic,
                "ELS_OUT_TOPIC": topic + "-out", "ELS_DEADLETTER_TOPIC": topic + "-dl", "ELS_APP_ID": topic,
-               "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_DATA_DIR": "var/faust-bench", "ELS_LOG_LEVEL": "WARNING",
+               "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_SESSION_TIMEOUT_SECONDS": "6", "ELS_DATA_DIR": "var/faust-bench", "ELS_LOG_LEVEL": "WARNING",
                "DD_API_KEY": "bench-key", "DD_URL": dd.url, "ELS_WEB_PORT": str(port),
                **{k: str(v) for k, v in SETTINGS.items()}}
         await ensure_topics(bootstrap, [topic, topic + "-out", topic + "-dl"], PARTITIONS)
