@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from bench.procs import status_kb, stop
 from els.broker import EmbeddedBroker, free_port
 from els.simulate import Simulator, produce_events
 from els.topics import ensure_topics
@@ -70,27 +71,12 @@ async def run_worker(cmd: list[str], env: dict, n: int, label: str) -> dict:
                     async with s.get(f"http://127.0.0.1:{port}/els/stats/") as r2:
                         print(label, "stats:", await r2.json(), file=sys.stderr)
                     elapsed = time.monotonic() - first[0]
-                    rss = _rss_kb(proc.pid)
+                    rss = status_kb(proc.pid, "VmHWM")
                     return {"events_per_s": (done - first[1]) / elapsed if elapsed > 0 else float("inf"),
                             "seconds": elapsed, "rss_mb": rss / 1024}
         raise TimeoutError(label)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def _rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+        stop(proc, log)
 
 
 async def plain_consumer(bootstrap: str, topic: str, n: int) -> dict:

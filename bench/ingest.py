@@ -31,6 +31,7 @@ from pathlib import Path
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.procs import spawn, stop
 from els.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,21 +221,6 @@ async def _raw_records(bootstrap: str, topic: str) -> int:
         await c.stop()
 
 
-def _spawn(cmd: list[str], env: dict, label: str) -> tuple[subprocess.Popen, object]:
-    log = open(ROOT / "var" / f"bench-{label}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log
-
-
-def _stop(proc: subprocess.Popen, log) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
-
-
 async def ingest_bench(bootstrap: str, broker_pid: int | None = None) -> dict:
     if not Path(WRK).exists():
         raise RuntimeError(f"{WRK} not found: install Debian's wrk (apt-get install wrk)")
@@ -244,11 +230,11 @@ async def ingest_bench(bootstrap: str, broker_pid: int | None = None) -> dict:
     tmpl_file.write_text(template)
     topic = f"bench-ingest-{uuid.uuid4().hex[:6]}"
     ingest_port, bare_port = free_port(), free_port()
-    ingest, ingest_log = _spawn([sys.executable, "-m", "els.cli", "ingest"], {
+    ingest, ingest_log = spawn([sys.executable, "-m", "els.cli", "ingest"], {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_AUTH_TOKENS": SECRET, "ELS_INGEST_HOST": "127.0.0.1",
         "ELS_INGEST_PORT": str(ingest_port), "ELS_PARTITIONS": str(PARTITIONS), "ELS_RAW_TOPIC": topic,
         "ELS_DEADLETTER_TOPIC": topic + "-dl"}, "ingest")
-    bare, bare_log = _spawn([sys.executable, "-m", "bench.bare", str(bare_port)], {}, "bare")
+    bare, bare_log = spawn([sys.executable, "-m", "bench.bare", str(bare_port)], {}, "bare")
     servers = {"bare": (f"http://127.0.0.1:{bare_port}", bare), "ingest": (f"http://127.0.0.1:{ingest_port}", ingest)}
     runs: dict[str, list[dict]] = {"bare": [], "ingest": [], "bare_few": [], "ingest_few": []}
     try:
@@ -276,8 +262,8 @@ async def ingest_bench(bootstrap: str, broker_pid: int | None = None) -> dict:
         print(f"constant rate ingest: {const_ingest}", file=sys.stderr)
         in_kafka = await _raw_records(bootstrap, topic)
     finally:
-        _stop(ingest, ingest_log)
-        _stop(bare, bare_log)
+        stop(ingest, ingest_log)
+        stop(bare, bare_log)
         tmpl_file.unlink(missing_ok=True)
     wrk_ingest = [warmups["ingest"], *runs["ingest"], *runs["ingest_few"]]
     accepted = sum(r["requests"] - r["non_2xx"] for r in wrk_ingest) + const_ingest["statuses"].get(202, 0)

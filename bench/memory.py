@@ -24,6 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.freshness import feed_live, live_workload, wait_assigned
+from bench.procs import status_kb, stop
 from els.broker import free_port
 from els.simulate import Simulator
 from els.topics import ensure_topics
@@ -32,17 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 8
 SETTINGS = {"ELS_WINDOW_SECONDS": 10, "ELS_LATENESS_SECONDS": 10, "ELS_FLUSH_SECONDS": 2,
             "ELS_CHAIN_QUIET_SECONDS": 2, "ELS_CHAIN_TIMEOUT_SECONDS": 30}
-
-
-def proc_status_kb(pid: int, field: str) -> int:
-    """A /proc/<pid>/status field in kB (VmRSS: resident now, VmHWM: peak); 0 when unreadable."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 async def _stats(port: int) -> dict:
@@ -79,7 +69,7 @@ async def memory_bench(bootstrap: str, rate: int = 400, seconds: float = 12.0) -
         try:
             await wait_assigned(proc, port, PARTITIONS)
             await asyncio.sleep(5)
-            idle_kb = proc_status_kb(proc.pid, "VmRSS")
+            idle_kb = status_kb(proc.pid, "VmRSS")
             out["rss_idle_mb"] = round(idle_kb / 1024, 1)
             sent = 0
             for label, factor in (("1x", 1), ("5x", 4)):
@@ -98,24 +88,19 @@ async def memory_bench(bootstrap: str, rate: int = 400, seconds: float = 12.0) -
                 stats = await _stats(port)
                 out[f"events_sent_{label}"] = sent
                 out[f"feed_max_lag_{label}_s"] = round(lag, 2)
-                out[f"rss_{label}_mb"] = round(proc_status_kb(proc.pid, "VmRSS") / 1024, 1)
+                out[f"rss_{label}_mb"] = round(status_kb(proc.pid, "VmRSS") / 1024, 1)
                 out[f"elapsed_{label}_s"] = round(time.monotonic() - started)
                 for t in ("chains", "windows", "sink"):
                     out[f"table_{t}_{label}"] = stats.get(f"table_{t}")
                 # growth over idle per retained entry: flat from 1x to 5x means retention, not a leak
                 entries = sum(stats.get(f"table_{t}") or 0 for t in ("chains", "windows", "sink"))
                 out[f"rss_growth_per_entry_{label}_kb"] = round(
-                    (proc_status_kb(proc.pid, "VmRSS") - idle_kb) / max(entries, 1), 1)
-            out["rss_peak_mb"] = round(proc_status_kb(proc.pid, "VmHWM") / 1024, 1)
+                    (status_kb(proc.pid, "VmRSS") - idle_kb) / max(entries, 1), 1)
+            out["rss_peak_mb"] = round(status_kb(proc.pid, "VmHWM") / 1024, 1)
             out["events_counted_in_datadog"] = dd.sum("okta.workflows.events")
             out["expected_events"] = sum(sim.expected.events.values())
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
+            stop(proc, log, 30)
     out["rss_ratio_5x_vs_1x"] = round(out["rss_5x_mb"] / out["rss_1x_mb"], 3)
     out["rss_target_ratio_max"] = 1.15
     return out

@@ -341,6 +341,17 @@ async def simulate(opts: SimulateOptions, out=None) -> tuple[Simulator, Delivery
 
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def submit(shape: str, body: bytes, extra: dict, n: int) -> None:
+            """Post one body in the background, at most opts.concurrency at a time."""
+            await sem.acquire()
+            result.bodies += 1
+            result.events += n
+            result.shapes[shape] += 1
+            task = asyncio.create_task(post(session, shape, body, extra, n))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
         deferred: list[dict] = []
         last_progress = 0.0
         while True:
@@ -360,24 +371,12 @@ async def simulate(opts: SimulateOptions, out=None) -> tuple[Simulator, Delivery
                     if delay > 0:
                         await asyncio.sleep(delay)
                 scheduled += n
-                await sem.acquire()
-                result.bodies += 1
-                result.events += n
-                result.shapes[shape] += 1
-                task = asyncio.create_task(post(session, shape, body, extra, n))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
+                await submit(shape, body, extra, n)
             if opts.progress and loop.time() - last_progress > 0.5:
                 last_progress = loop.time()
                 progress()
         for shape, body, extra, n in shape_bodies(deferred, shape_rng):
-            await sem.acquire()
-            result.bodies += 1
-            result.events += n
-            result.shapes[shape] += 1
-            task = asyncio.create_task(post(session, shape, body, extra, n))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+            await submit(shape, body, extra, n)
         while pending:
             await asyncio.gather(*list(pending))
     if opts.progress:
