@@ -44,7 +44,7 @@ async def memory_bench(bootstrap: str, rate: int = 400, seconds: float = 12.0) -
     """`rate` events/s for `seconds` (1x), then 4x as long again (5x in total)."""
     from tests.fakedatadog import FakeDatadog
 
-    settle = 2 * (SETTINGS["ELS_WINDOW_SECONDS"] + SETTINGS["ELS_LATENESS_SECONDS"])
+    settle = SETTINGS["ELS_WINDOW_SECONDS"] + SETTINGS["ELS_LATENESS_SECONDS"]  # one window + lateness period
     topic = f"bench-mem-{uuid.uuid4().hex[:6]}"
     sim = Simulator(seed=13, flows=20, helpers=5, dup_rate=0.05)
     from processor.engine import CLOSED_RETENTION_MS
