@@ -63,7 +63,9 @@ def cmd_ingest(args, names) -> int:
 PROCESS = ["ELS_APP_ID", "ELS_WINDOW_SECONDS", "ELS_FLUSH_SECONDS", "ELS_LATENESS_SECONDS", "ELS_CHAIN_QUIET_SECONDS",
            "ELS_CHAIN_TIMEOUT_SECONDS", "ELS_WEB_PORT", "ELS_REBALANCE_TIMEOUT_SECONDS", "ELS_SESSION_TIMEOUT_SECONDS",
            "ELS_DATA_DIR", "ELS_LOGS",
-           "ELS_METRIC_PREFIX", "ELS_MONTHLY_STEP_LIMIT"]
+           "ELS_METRIC_PREFIX", "ELS_MONTHLY_STEP_LIMIT",
+           # the Datadog sink runs in the worker
+           "DD_API_KEY", "DD_SITE", "DD_URL", "DD_TAGS", "DD_SERVICE", "DD_ENV", "ELS_DRY_RUN_FILE"]
 
 
 REPLAY = ["ELS_APP_ID", "ELS_WINDOW_SECONDS", "ELS_LATENESS_SECONDS", "ELS_CHAIN_QUIET_SECONDS",
@@ -234,7 +236,8 @@ COMMANDS = {
     "ingest": (cmd_ingest, "the ELS webhook endpoint (POST /v1/events)", KAFKA + TOPICS[:2] + INGEST + COMMON),
     "process": (cmd_process, "the Faust worker: dedup, correlate, aggregate, emit to the outbox",
                 KAFKA + TOPICS + PROCESS + COMMON),
-    "up": (cmd_up, "broker + ingest + processor in one foreground process group (no Docker needed)",
+    "up": (cmd_up, "the whole stack: docker compose up when a Docker engine answers, else the embedded broker, "
+                   "ingest and processor in one foreground process group",
            KAFKA + TOPICS + INGEST + PROCESS + COMMON),
     "replay": (cmd_replay, "backfill: re-process a time range of the raw topic and send it with its own times",
                KAFKA[:1] + TOPICS[:2] + REPLAY + COMMON),
