@@ -12,6 +12,8 @@ COPY pyproject.toml README.md ./
 COPY els ./els
 COPY ingest ./ingest
 COPY processor ./processor
+# the dashboard and monitors `els datadog install` creates (read from /app/datadog)
+COPY datadog ./datadog
 RUN pip install . \
  && useradd --create-home --uid 10001 --user-group els \
  && mkdir -p /app/var \

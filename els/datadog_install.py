@@ -30,7 +30,9 @@ from els.config import BY_ENV, Config
 from els.datadog_models import InvalidBody, validate
 
 DEFAULT_PREFIX = BY_ENV["ELS_METRIC_PREFIX"].default
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "datadog"
+# the repository's datadog/ beside the package (a checkout, an editable install), else ./datadog (the image's /app)
+_BESIDE = Path(__file__).resolve().parent.parent / "datadog"
+DEFAULT_DIR = _BESIDE if _BESIDE.is_dir() else Path("datadog")
 MANAGED = "els-managed"
 APP_KEY_NEEDED = (
     "DD_APP_KEY is not set. Creating or updating dashboards and monitors needs a Datadog application key as "
