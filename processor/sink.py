@@ -33,6 +33,7 @@ from processor.outbox import outbox_partition, unpacked
 log = logging.getLogger("els.sink")
 
 SINK_RETENTION_MS = 15 * 60_000  # merged windows are kept this long after they can no longer change
+FLUSH_RETRY_SECONDS = 2.0  # a flush that failed (not Datadog: the sink's own writes) is retried this soon
 AUTH_REPORT_EVERY_S = 60.0
 
 
@@ -198,6 +199,7 @@ class Buffer:
         self.logs = 0
         self.first_at: float | None = None
         self.last_partial_at: float | None = None
+        self.not_before = 0.0
 
     def add(self, event, partition: int, value: dict, now: float) -> None:
         self.events.append(event)
@@ -211,11 +213,20 @@ class Buffer:
                 self.logs += 1
 
     def due(self, now: float) -> bool:
-        if not self.events:
+        if not self.events or now < self.not_before:
             return False
         return (len(self.events) >= self.MAX_RECORDS or self.logs >= LOGS_MAX_ENTRIES
                 or (self.last_partial_at is not None and now - self.last_partial_at >= self.SETTLE_SECONDS)
                 or now - self.first_at >= self.hold_seconds)
+
+    def restore(self, events: list, values: dict[int, list[dict]], not_before: float) -> None:
+        """Put back records a failed flush took (ahead of what arrived since); no flush before not_before."""
+        self.events[:0] = events
+        for p, vals in values.items():
+            self.values[p][:0] = vals
+            self.logs += sum(1 for v in unpacked(vals) if v.get("kind") != "partial")
+        self.first_at = not_before - self.hold_seconds  # due again as soon as not_before has passed
+        self.not_before = not_before
 
     def take(self) -> tuple[list, dict[int, list[dict]]]:
         events, values = self.events, self.values
@@ -240,6 +251,7 @@ def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
     buffer = Buffer(hold_seconds=float(cfg.els_flush_seconds))
     flushing = asyncio.Lock()
     last_cleanup = [0.0]
+    last_failure_report = [0.0]
     window_ms = cfg.els_window_seconds * 1000
 
     async def count_retries(n: int, p_out: int, now_ms: int) -> None:
@@ -263,33 +275,45 @@ def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
             events, values = buffer.take()
             if not events:
                 return
-            now_ms = int(time.time() * 1000)
-            t0 = time.perf_counter()
-            touched: dict[str, dict] = {}
-            logs: list[dict] = []
-            for p, vals in values.items():
-                t, lg = sink.absorb(vals, p)
-                touched.update(t)  # a key lives in exactly one outbox partition
-                logs += lg
-            retries = sink.stats["sink_retries"]
-            await sink.deliver(sink.render(touched, now_ms), logs)
-            retries = sink.stats["sink_retries"] - retries
-            cleanup = time.monotonic() - last_cleanup[0] > 60
-            by_p: dict[int, dict] = defaultdict(dict)
-            for key, entry in touched.items():
-                by_p[entry["op"]][key] = entry
-            if cleanup:
-                last_cleanup[0] = time.monotonic()
-                for p in {e.message.partition for e in events}:
-                    for key in sink.expired_keys(now_ms, p):
-                        by_p[p][key] = None
-            await asyncio.gather(*[f for p, writes in by_p.items() for f in await producer.persist(table, p, writes)])
-            if retries:
-                await count_retries(retries, min(values), now_ms)
-            for event in events:
-                event.ack()
-            sink.stats["flushes"] += 1
-            sink.stats["t_sink_ms"] += int((time.perf_counter() - t0) * 1000)
+            try:
+                await deliver_held(events, values)
+            except Exception:
+                # e.g. the broker refused the sink's state writes: nothing was acked, so keep holding the records
+                # and try again shortly (Datadog's own failures never get here: deliver retries them itself)
+                buffer.restore(events, values, time.monotonic() + FLUSH_RETRY_SECONDS)
+                now = time.monotonic()
+                if now - last_failure_report[0] > AUTH_REPORT_EVERY_S:
+                    last_failure_report[0] = now
+                    log.exception("sink flush failed; the records stay held and are retried")
+
+    async def deliver_held(events: list, values: dict[int, list[dict]]) -> None:
+        now_ms = int(time.time() * 1000)
+        t0 = time.perf_counter()
+        touched: dict[str, dict] = {}
+        logs: list[dict] = []
+        for p, vals in values.items():
+            t, lg = sink.absorb(vals, p)
+            touched.update(t)  # a key lives in exactly one outbox partition
+            logs += lg
+        retries = sink.stats["sink_retries"]
+        await sink.deliver(sink.render(touched, now_ms), logs)
+        retries = sink.stats["sink_retries"] - retries
+        cleanup = time.monotonic() - last_cleanup[0] > 60
+        by_p: dict[int, dict] = defaultdict(dict)
+        for key, entry in touched.items():
+            by_p[entry["op"]][key] = entry
+        if cleanup:
+            last_cleanup[0] = time.monotonic()
+            for p in {e.message.partition for e in events}:
+                for key in sink.expired_keys(now_ms, p):
+                    by_p[p][key] = None
+        await asyncio.gather(*[f for p, writes in by_p.items() for f in await producer.persist(table, p, writes)])
+        if retries:
+            await count_retries(retries, min(values), now_ms)
+        for event in events:
+            event.ack()
+        sink.stats["flushes"] += 1
+        sink.stats["t_sink_ms"] += int((time.perf_counter() - t0) * 1000)
 
     @app.agent(out_topic)
     async def deliver(stream):
