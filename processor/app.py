@@ -168,10 +168,7 @@ def create_app(cfg: Config) -> faust.App:
                 await apply_batch(events)
             except BaseException:
                 # the engine's caches and positions may be ahead of what reached Kafka: re-read from the store
-                expected.clear()
-                seeked.clear()
-                for p in range(cfg.els_partitions):
-                    engine.forget_partition(p)
+                await forget_positions(app)
                 raise
 
     t_wait = time.perf_counter()
@@ -237,7 +234,7 @@ def create_app(cfg: Config) -> faust.App:
         await asyncio.gather(*futures)
 
     async def forget_positions(app_, *args, **kwargs):
-        """After any assignment change, positions and indexes are re-read from the (restored) state."""
+        """After any assignment change (or a failed batch), positions and indexes are re-read from the state."""
         expected.clear()
         seeked.clear()
         for p in range(cfg.els_partitions):

@@ -38,13 +38,18 @@ def outbox_records(outputs: list, partitions: int) -> list[tuple[int, bytes]]:
         size = 0
         for item in items:
             if chunk and size + len(item) > OUTBOX_RECORD_MAX_BYTES:
-                records.append((q, b'{"kind":"batch","items":[' + b",".join(chunk) + b"]}"))
+                records.append((q, _batch(chunk)))
                 chunk, size = [], 0
             chunk.append(item)
             size += len(item) + 1
         if chunk:
-            records.append((q, b'{"kind":"batch","items":[' + b",".join(chunk) + b"]}"))
+            records.append((q, _batch(chunk)))
     return records
+
+
+def _batch(items: list[bytes]) -> bytes:
+    """Already-serialised items as one packed outbox value."""
+    return b'{"kind":"batch","items":[' + b",".join(items) + b"]}"
 
 
 def unpacked(records: list[dict]):
