@@ -34,7 +34,7 @@ log = logging.getLogger("els.sink")
 
 SINK_RETENTION_MS = 15 * 60_000  # merged windows are kept this long after they can no longer change
 FLUSH_RETRY_SECONDS = 2.0  # a flush that failed (not Datadog: the sink's own writes) is retried this soon
-AUTH_REPORT_EVERY_S = 60.0
+REPORT_EVERY_S = 60.0  # a recurring problem (refused key, failing flush) is logged at most this often
 
 
 class Sink:
@@ -154,7 +154,7 @@ class Sink:
                 self.stats["sink_retries"] += 1
                 if d.action == "auth":
                     now = time.monotonic()
-                    if now - self._auth_reported >= AUTH_REPORT_EVERY_S:
+                    if now - self._auth_reported >= REPORT_EVERY_S:
                         self._auth_reported = now
                         log.error("Datadog refuses the API key (%s): check DD_API_KEY and DD_SITE; retrying "
                                   "every %.0fs, nothing is lost meanwhile", answer.status, d.delay_s)
@@ -282,7 +282,7 @@ def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
                 # and try again shortly (Datadog's own failures never get here: deliver retries them itself)
                 buffer.restore(events, values, time.monotonic() + FLUSH_RETRY_SECONDS)
                 now = time.monotonic()
-                if now - last_failure_report[0] > AUTH_REPORT_EVERY_S:
+                if now - last_failure_report[0] > REPORT_EVERY_S:
                     last_failure_report[0] = now
                     log.exception("sink flush failed; the records stay held and are retried")
 
