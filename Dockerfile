@@ -9,6 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY common ./common
 COPY els ./els
 COPY ingest ./ingest
 COPY processor ./processor

@@ -25,9 +25,9 @@ import aiohttp
 
 from bench.freshness import feed_live, live_workload, wait_assigned
 from bench.procs import status_kb, stop
+from common.topics import ensure_topics
 from els.broker import free_port
 from els.simulate import Simulator
-from els.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 8
@@ -42,13 +42,13 @@ async def _stats(port: int) -> dict:
 
 async def memory_bench(bootstrap: str, rate: int = 400, seconds: float = 12.0) -> dict:
     """`rate` events/s for `seconds` (1x), then 4x as long again (5x in total)."""
-    from tests.fakedatadog import FakeDatadog
+    from tests.helpers.fakedatadog import FakeDatadog
 
     settle = SETTINGS["ELS_WINDOW_SECONDS"] + SETTINGS["ELS_LATENESS_SECONDS"]  # one window + lateness period
     topic = f"bench-mem-{uuid.uuid4().hex[:6]}"
     sim = Simulator(seed=13, flows=20, helpers=5, dup_rate=0.05)
     from processor.engine import CLOSED_RETENTION_MS
-    from processor.sink import SINK_RETENTION_MS
+    from processor.sink.agent import SINK_RETENTION_MS
 
     horizon = SETTINGS["ELS_WINDOW_SECONDS"] + SETTINGS["ELS_LATENESS_SECONDS"]
     out: dict = {"rate_events_per_s": rate, **{k.lower(): v for k, v in SETTINGS.items()},

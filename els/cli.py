@@ -1,7 +1,7 @@
 """`els`: one command for every part of the pipeline.
 
 Every option also reads its environment variable (the option wins), and every subcommand's `--help` lists the
-settings it uses with their defaults, from the single table in `els.config`.
+settings it uses with their defaults, from the single table in `common.config`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import argparse
 import os
 import sys
 
-from els import logs
-from els.config import BY_ENV, Config, ConfigError
+from common import logs
+from common.config import BY_ENV, Config, ConfigError
 
 KAFKA = ["KAFKA_BOOTSTRAP_SERVERS", "ELS_PARTITIONS"]
 TOPICS = ["ELS_RAW_TOPIC", "ELS_DEADLETTER_TOPIC", "ELS_OUT_TOPIC"]
@@ -77,7 +77,7 @@ def cmd_process(args, names) -> int:
     """Create the topics with ELS_PARTITIONS, then hand over to Faust's own worker command."""
     import asyncio
 
-    from els.topics import ensure_topics
+    from common.topics import ensure_topics
 
     cfg = _apply(args, names)
     asyncio.run(ensure_topics(cfg.kafka_bootstrap_servers,
@@ -211,7 +211,7 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_replay(args, names) -> int:
     """Backfill a time range from the raw topic; the live pipeline is untouched."""
-    from processor.replay import ReplayError, run_replay
+    from processor.replay.backfill import ReplayError, run_replay
 
     cfg = _apply(args, names)
     if cfg.dd_api_key is None:

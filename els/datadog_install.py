@@ -7,7 +7,7 @@ stem>` tag. With a non-default ELS_METRIC_PREFIX the metric names are rewritten,
 names and managed tags carry the prefix, so two pipelines sharing one Datadog organisation keep apart.
 
 Every body is validated with datadog-api-client's models (els.datadog_models) before any request; the
-client is configured exactly like the sink's (processor.datadog.configuration: DD_URL, DD_SITE, API key).
+client is configured exactly like the sink's (processor.sink.client.configuration: DD_URL, DD_SITE, API key).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from datadog_api_client.v1.model.dashboard import Dashboard
 from datadog_api_client.v1.model.monitor import Monitor
 from datadog_api_client.v1.model.monitor_update_request import MonitorUpdateRequest
 
-from els.config import BY_ENV, Config
+from common.config import BY_ENV, Config
 from els.datadog_models import InvalidBody, validate
 
 DEFAULT_PREFIX = BY_ENV["ELS_METRIC_PREFIX"].default
@@ -259,7 +259,7 @@ def _api_error(what: str, exc: ApiException) -> str:
 def run(cfg: Config, *, dry_run: bool = False, directory: Path | str | None = None, out=sys.stdout,
         err=sys.stderr) -> int:
     """The command: 0 done, 1 Datadog refused or could not be reached, 2 bad files or missing keys."""
-    from processor.datadog import configuration
+    from processor.sink.client import configuration
 
     try:
         items = load(Path(directory or DEFAULT_DIR), cfg.els_metric_prefix)

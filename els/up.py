@@ -25,8 +25,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from common.config import Config
 from els.broker import BrokerError, EmbeddedBroker, port_is_free, split_host_port
-from els.config import Config
 
 SECRET_FILE = Path("var/ingest-secret")
 COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker-compose.yml"

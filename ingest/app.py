@@ -16,7 +16,7 @@ from collections import Counter
 import orjson
 from aiohttp import http_exceptions, web
 
-from els.config import Config
+from common.config import Config
 from ingest.auth import Authenticator
 from ingest.envelope import BodyError, Reject, unwrap
 from ingest.kafka import KafkaWriter, NotAcknowledged

@@ -17,8 +17,8 @@ from collections import deque
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from els.config import Config
-from els.topics import ensure_topics
+from common.config import Config
+from common.topics import ensure_topics
 
 log = logging.getLogger("els.ingest.kafka")
 

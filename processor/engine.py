@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from processor import chains as chainlib
-from processor.aggregate import Bag, add_chain, add_event, add_org_steps, month_start, window_start
-from processor.logs import chain_log, event_log, failure_log
-from processor.model import InvalidEvent, parse_event
+from processor.core import chains as chainlib
+from processor.core.bag import Bag
+from processor.core.contributions import add_chain, add_event, add_org_steps
+from processor.core.log_items import chain_log, event_log, failure_log
+from processor.core.model import InvalidEvent, parse_event
+from processor.core.windows import month_start, window_start
 
 log = logging.getLogger("els.processor")
 

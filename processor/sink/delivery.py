@@ -1,0 +1,116 @@
+"""Datadog delivery rules, pure: request limits, batching, the retry decision table, what Datadog would drop.
+
+Kept apart from the I/O (processor/sink/client.py) so every rule is unit-tested without a server.
+Limits are Datadog's documented ones: metrics v2 `POST /api/v2/series` takes at most 500 KB compressed and
+5 MB uncompressed per request; logs `POST /api/v2/logs` at most 1,000 entries and 5 MB uncompressed per request,
+1 MB per log. Datadog drops metric points older than 1 hour or more than 10 minutes in the future, and logs
+older than 18 hours.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+from dataclasses import dataclass
+
+import orjson
+
+SERIES_MAX_COMPRESSED = 500 * 1000
+SERIES_MAX_UNCOMPRESSED = 5 * 1000 * 1000
+LOGS_MAX_ENTRIES = 1000
+LOGS_MAX_UNCOMPRESSED = 5 * 1000 * 1000
+LOG_MAX_BYTES = 1000 * 1000
+METRIC_MAX_AGE_S = 3600
+METRIC_MAX_FUTURE_S = 600
+LOG_MAX_AGE_S = 18 * 3600
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 60.0
+AUTH_RETRY_S = 60.0
+
+
+def gzip_body(obj) -> bytes:
+    return gzip.compress(orjson.dumps(obj), compresslevel=6)
+
+
+def chunk_items(items: list, max_entries: int, max_bytes: int) -> list[list]:
+    """Split items so that each chunk has at most max_entries items and at most max_bytes of JSON."""
+    chunks: list[list] = []
+    current: list = []
+    size = 2  # the brackets
+    for item in items:
+        n = len(orjson.dumps(item)) + 1
+        if current and (len(current) >= max_entries or size + n > max_bytes):
+            chunks.append(current)
+            current, size = [], 2
+        current.append(item)
+        size += n
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def series_requests(series: list[dict]) -> list[list[dict]]:
+    """Series grouped into request-sized batches (both the uncompressed and the compressed limit hold)."""
+    out = []
+    pending = chunk_items(series, 10**9, SERIES_MAX_UNCOMPRESSED - 1024)
+    while pending:
+        chunk = pending.pop()
+        if len(chunk) > 1 and len(gzip_body({"series": chunk})) > SERIES_MAX_COMPRESSED:
+            mid = len(chunk) // 2
+            pending += [chunk[:mid], chunk[mid:]]
+            continue
+        out.append(chunk)
+    return out
+
+
+def log_requests(logs: list[dict]) -> list[list[dict]]:
+    return chunk_items(logs, LOGS_MAX_ENTRIES, LOGS_MAX_UNCOMPRESSED - 1024)
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "done", "retry", "split", "deadletter", "auth"
+    delay_s: float = 0.0
+
+
+def backoff(attempt: int, rng: random.Random | None = None) -> float:
+    """Capped exponential backoff with full jitter."""
+    r = rng or random
+    return r.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** min(attempt, 16))))
+
+
+def decide(status: int | None, headers: dict[str, str] | None, attempt: int, batch_size: int) -> Decision:
+    """What to do with a Datadog answer (None: connection error or timeout)."""
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
+    if status is not None and 200 <= status < 300:
+        return Decision("done")
+    if status == 429:
+        reset = headers.get("x-ratelimit-reset")
+        try:
+            wait = float(reset) if reset is not None else backoff(attempt)
+        except ValueError:
+            wait = backoff(attempt)
+        return Decision("retry", min(max(wait, 0.0), BACKOFF_CAP_S * 5))
+    if status is None or status == 408 or status >= 500:
+        return Decision("retry", backoff(attempt))
+    if status in (400, 413):  # too large, or one bad item: halve until the refused item stands alone
+        return Decision("split") if batch_size > 1 else Decision("deadletter")
+    if status in (401, 403):
+        return Decision("auth", AUTH_RETRY_S)
+    return Decision("deadletter")  # any other 4xx: this content will never be accepted
+
+
+def metric_point_droppable(ts_s: int, now_s: float, historical: bool = False) -> str | None:
+    """Why Datadog would drop a point with this timestamp (None: it keeps it)."""
+    if ts_s > now_s + METRIC_MAX_FUTURE_S:
+        return "more than 10 minutes in the future"
+    if not historical and ts_s < now_s - METRIC_MAX_AGE_S:
+        return "older than 1 hour (enable Historical Metrics Ingestion and replay with --historical)"
+    return None
+
+
+def log_droppable(ts_ms: int | None, now_s: float) -> str | None:
+    if ts_ms is not None and ts_ms / 1000 < now_s - LOG_MAX_AGE_S:
+        return "log older than 18 hours"
+    return None

@@ -1,0 +1,84 @@
+"""Rendering a merged bag into Datadog v2 series (plain dicts in MetricSeries.to_dict() shape)."""
+
+from __future__ import annotations
+
+from processor.core.bag import ENDED, OUTCOMES, STEPS_N, Bag
+from processor.core.sketch import quantile
+from processor.core.tags import cap, split_key, tag_value
+
+COUNT, GAUGE = 1, 3  # datadog_api_client.v2.model.metric_intake_type.MetricIntakeType values
+# sketch name -> the gauges rendered from it (PRODUCT.md "Metrics")
+SKETCH_GAUGES: dict[str, tuple[tuple[str, float | str], ...]] = {
+    "duration": (("avg", "avg"), ("p50", 0.50), ("p95", 0.95), ("p99", 0.99), ("max", "max")),
+    "chain.duration": (("avg", "avg"), ("p95", 0.95), ("max", "max")),
+}
+# labels every series of a group kind carries, with the fallback when no event said it
+REQUIRED_LABELS = {"flow": ("flow_id", "flow_name"), "chain": ("root_flow_id", "root_flow_name")}
+
+def _series(metric: str, mtype: int, ts: int, value: float, tags: list[str], interval: int | None) -> dict:
+    s = {"metric": metric, "type": mtype, "points": [{"timestamp": ts, "value": float(value)}], "tags": tags}
+    if interval is not None:
+        s["interval"] = interval
+    return s
+
+
+def render_series(group: str, window_start_ms: int, window_seconds: int, bag: Bag, *,
+                  prefix: str = "okta.workflows", base_tags: list[str] | tuple = (),
+                  monthly_step_limit: int | None = None) -> list[dict]:
+    """Datadog v2 series, as plain dicts in MetricSeries.to_dict() shape, for one group's merged bag.
+
+    One point per series, stamped with the window start (seconds), so a re-send replaces the earlier value.
+    Counts carry `interval` = window_seconds. Tags: the group's labels (flow groups always have flow_id and
+    flow_name, chain groups root_flow_id and root_flow_name; "unknown" when no event said it), the counter's
+    own tags, then base_tags (DD_TAGS, already parsed); every tag "key:value", values normalised, whole tag at
+    most 200 characters. Percentiles are clamped to the exact [min, max] (the sketch's 1% may overshoot).
+
+    The org group (`org:<org_name>`, one bag per calendar month) renders only steps.month_to_date and, when
+    monthly_step_limit is set, steps.limit_utilization, tagged org; it is stamped with the window_start_ms
+    passed in, so the caller passes the current window (Datadog drops points over an hour old), not the month.
+    """
+    ts = window_start_ms // 1000
+    base = [cap(t) for t in base_tags]
+    kind, _, ident = group.partition(":")
+    if kind == "org":
+        tags = [cap(f"org:{tag_value(bag.labels.get('org') or ident)}"), *base]
+        steps = bag.counters.get("steps", 0)
+        out = [_series(f"{prefix}.steps.month_to_date", GAUGE, ts, steps, tags, None)]
+        if monthly_step_limit:
+            out.append(_series(f"{prefix}.steps.limit_utilization", GAUGE, ts, steps / monthly_step_limit, tags,
+                               None))
+        return out
+
+    labels = dict(bag.labels)
+    for i, name in enumerate(REQUIRED_LABELS.get(kind, ())):
+        labels.setdefault(name, ident if i == 0 and ident else "unknown")
+    label_tags = [cap(f"{k}:{tag_value(v)}") for k, v in sorted(labels.items())]
+    common = [*label_tags, *base]
+    interval = int(window_seconds)
+    out: list[dict] = []
+    ended = dict.fromkeys(OUTCOMES, 0)
+    for key in sorted(bag.counters):
+        value = bag.counters[key]
+        metric, tags = split_key(key)
+        if metric == ENDED:
+            outcome = tags[0].partition(":")[2] if tags else ""
+            if outcome in ended:
+                ended[outcome] += value
+        elif not metric.startswith("_"):
+            out.append(_series(f"{prefix}.{metric}", COUNT, ts, value, [*label_tags, *map(cap, tags), *base],
+                               interval))
+    done = sum(ended.values())
+    if done > 0:
+        out.append(_series(f"{prefix}.error_rate", GAUGE, ts, ended["failed"] / done, common, None))
+    steps_n = bag.counters.get(STEPS_N, 0)
+    if steps_n > 0:
+        out.append(_series(f"{prefix}.steps.avg", GAUGE, ts, bag.counters.get("steps", 0) / steps_n, common,
+                           None))
+    for name, gauges in SKETCH_GAUGES.items():
+        sk = bag.sketches.get(name)
+        if sk is None or not sk.count:
+            continue
+        for suffix, q in gauges:
+            value = sk.sum / sk.count if q == "avg" else sk._max if q == "max" else quantile(sk, q)
+            out.append(_series(f"{prefix}.{name}.{suffix}", GAUGE, ts, value, common, None))
+    return out

@@ -1,0 +1,274 @@
+"""`els up` and `make up`, run as a user runs them.
+
+Without a Docker engine: the embedded broker, ingest and processor start, the printed URL and secret accept an
+ELS sample (202), the compose health checks pass against them, and SIGINT or SIGTERM stops every process it
+started; the secret generated on the first run is reused on the next. With an engine: `docker compose up
+--build` gets the secret through its environment (a stand-in `docker` records the call, no engine is needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common.config import SETTINGS
+from els.broker import free_port
+from tests.helpers.paths import ARTIFACTS, ROOT, SAMPLES
+
+SAMPLE = SAMPLES / "doc-parent-flow-start.json"
+pytestmark = pytest.mark.slow
+
+
+def _fake_docker(bindir: Path, engine: bool, record: Path | None = None) -> None:
+    """A `docker` client: `info` succeeds only when `engine`; `compose ...` records its args and secret."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    script = bindir / "docker"
+    script.write_text("#!/bin/sh\n"
+                      f'[ "$1" = info ] && exit {0 if engine else 1}\n'
+                      '[ "$1 $2" = "compose version" ] && exit 0\n'
+                      f'printf "%s\\n" "$*" "$ELS_AUTH_TOKENS" > "{record or "/dev/null"}"\n'
+                      "exit 0\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
+    env["PATH"] = f"{tmp / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+class Up:
+    """One `els up` in the foreground, its output collected by a thread (and copied to test-artifacts)."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], log: Path):
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "els.cli", "up"], cwd=cwd, env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self._log = log.open("w")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self._log.write(line)
+            self._log.flush()
+
+    def wait_for(self, pattern: str, timeout: float = 240) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if m := re.search(pattern, line):
+                    return m
+            assert self.proc.poll() is None, "els up exited early:\n" + "".join(self.lines[-60:])
+            time.sleep(0.2)
+        raise AssertionError(f"no {pattern!r} within {timeout}s:\n" + "".join(self.lines[-60:]))
+
+    def stop(self, signum: int, timeout: float = 120) -> int:
+        self.proc.send_signal(signum)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:  # leave nothing behind for the next test, then fail
+                for pid in _descendants(self.proc.pid):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                self.proc.kill()
+        self._reader.join(10)
+        self._log.close()
+        return code
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def _proc_stat(pid: int) -> tuple[int, str, str] | None:
+    """(ppid, state, start time) of a live process, None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = raw.rsplit(")", 1)[1].split()
+    return int(fields[1]), fields[0], fields[19]
+
+
+def _descendants(root: int) -> dict[int, tuple[str, str]]:
+    """Every process below `root`: pid -> (start time, command line)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (st := _proc_stat(int(entry.name))):
+            parents.setdefault(st[0], []).append(int(entry.name))
+    out, todo = {}, [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            st = _proc_stat(child)
+            try:
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if st:
+                out[child] = (st[2], cmd)
+                todo.append(child)
+    return out
+
+
+def _still_running(procs: dict[int, tuple[str, str]]) -> list[str]:
+    alive = []
+    for pid, (start, cmd) in procs.items():
+        st = _proc_stat(pid)
+        if st and st[2] == start and st[1] != "Z":
+            alive.append(f"{pid} {cmd}")
+    return alive
+
+
+def _post(url: str, body: bytes, secret: str, timeout: float = 90) -> tuple[int, dict]:
+    """POST like Okta does; 503 (Kafka not acknowledging yet) is retried like Okta retries."""
+    deadline = time.monotonic() + timeout
+    while True:
+        req = urllib.request.Request(url, data=body, method="POST", headers={
+            "Authorization": f"Bearer {secret}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or time.monotonic() > deadline:
+                return exc.code, {}
+        time.sleep(1)
+
+
+def _health_checks() -> dict[str, list[str]]:
+    """The compose file's health-check commands of ingest and processor, run here with this Python."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    out = {}
+    for name in ("ingest", "processor"):
+        test = services[name]["healthcheck"]["test"]
+        assert test[:2] == ["CMD", "python"]
+        out[name] = [sys.executable, *test[2:]]
+    return out
+
+
+def test_els_up_without_docker_runs_everything_and_stops_cleanly(tmp_path):
+    _fake_docker(tmp_path / "bin", engine=False)  # a docker client without an engine counts as no Docker
+    ports = {"ELS_INGEST_PORT": str(free_port()), "ELS_WEB_PORT": str(free_port())}
+    env = _env(tmp_path, KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}", **ports)
+    work = tmp_path / "work"
+    work.mkdir()
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    up = Up(work, env, ARTIFACTS / "els-up-1.log")
+    url = up.wait_for(r"URL:\s+(http://\S+/v1/events)").group(1)
+    secret = up.wait_for(r"Header value: Bearer (\S+)").group(1)
+    assert f"http://127.0.0.1:{ports['ELS_INGEST_PORT']}/v1/events" == url
+    assert "Header name:  Authorization" in up.text
+    assert "DRY RUN" in up.text and "DD_API_KEY is not set" in up.text
+    assert (work / "var" / "ingest-secret").read_text().strip() == secret
+    assert stat.S_IMODE((work / "var" / "ingest-secret").stat().st_mode) == 0o600
+
+    children = _descendants(up.proc.pid)
+    commands = [cmd for _, cmd in children.values()]
+    assert any("tansu" in c and "broker" in c for c in commands), commands
+    assert any("els.cli ingest" in c for c in commands) and any("els.cli process" in c for c in commands)
+    process_pid = next(pid for pid, (_, c) in children.items() if "els.cli process" in c)
+    assert b"ELS_REBALANCE_TIMEOUT_SECONDS=3\0" in Path(f"/proc/{process_pid}/environ").read_bytes()
+
+    body = SAMPLE.read_bytes()
+    assert _post(url, body, secret) == (202, {"accepted": 1, "rejected": 0})
+    assert _post(url, body, "not-the-secret")[0] == 401
+    checks = _health_checks()
+    check_env = {**os.environ, **ports}
+    for name, cmd in checks.items():
+        assert subprocess.run(cmd, env=check_env, capture_output=True, timeout=30).returncode == 0, name
+
+    code = up.stop(signal.SIGINT)
+    assert code in (0, 130), up.text[-3000:]
+    assert "stopping ingest, processor and broker" in up.text
+    assert _still_running(children) == []
+    for name, cmd in checks.items():  # the health checks can fail: nothing answers any more
+        assert subprocess.run(cmd, env=check_env, capture_output=True, timeout=30).returncode != 0, name
+
+    # Second run, same directory: the same secret (what was pasted into Okta stays valid); SIGTERM stops it too.
+    up = Up(work, env, ARTIFACTS / "els-up-2.log")
+    assert up.wait_for(r"Header value: Bearer (\S+)").group(1) == secret
+    children = _descendants(up.proc.pid)
+    assert len(children) >= 3
+    assert up.stop(signal.SIGTERM) == 0, up.text[-3000:]
+    assert _still_running(children) == []
+
+
+def test_els_up_with_docker_runs_compose_with_the_secret(tmp_path):
+    record = tmp_path / "docker-call.txt"
+    _fake_docker(tmp_path / "bin", engine=True, record=record)
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "ingest-secret").write_text("kept-secret\n")
+    proc = subprocess.run([sys.executable, "-m", "els.cli", "up"], cwd=tmp_path, env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    args, secret = record.read_text().splitlines()[:2]
+    assert args == f"compose -f {ROOT / 'docker-compose.yml'} up --build"
+    assert secret == "kept-secret"
+    assert "Header value: Bearer kept-secret" in proc.stdout
+
+
+def test_els_up_with_docker_passes_a_configured_secret_and_does_not_print_it(tmp_path):
+    record = tmp_path / "docker-call.txt"
+    _fake_docker(tmp_path / "bin", engine=True, record=record)
+    proc = subprocess.run([sys.executable, "-m", "els.cli", "up"], cwd=tmp_path,
+                          env=_env(tmp_path, ELS_AUTH_TOKENS="mine-1,mine-2"), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert record.read_text().splitlines()[1] == "mine-1,mine-2"
+    assert "mine-1" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "var" / "ingest-secret").exists()
+
+
+def test_make_up_runs_els_up(tmp_path):
+    """`make up` hands over to `els up` (which chooses Docker or the embedded stack); no virtualenv is built."""
+    _fake_docker(tmp_path / "bin", engine=False)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    called = tmp_path / "els-args.txt"
+    els = venv / "bin" / "els"
+    els.write_text(f'#!/bin/sh\nprintf "%s" "$*" > "{called}"\n')
+    els.chmod(0o755)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    stamp = venv / ".installed"
+    stamp.touch()
+    os.utime(stamp, (time.time() + 3600, time.time() + 3600))  # newer than pyproject.toml: nothing to install
+    proc = subprocess.run(["make", "-C", str(ROOT), "up", f"VENV={venv}"], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert called.read_text() == "up"
+
+
+def test_els_up_refuses_a_taken_port_before_starting_anything(tmp_path):
+    _fake_docker(tmp_path / "bin", engine=False)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broker_port = free_port()
+        env = _env(tmp_path, KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{broker_port}", ELS_INGEST_PORT=str(port),
+                   ELS_WEB_PORT=str(free_port()))
+        proc = subprocess.run([sys.executable, "-m", "els.cli", "up"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"port {port} for ingest is already in use" in proc.stderr and "ELS_INGEST_PORT" in proc.stderr
+    assert not (tmp_path / "var" / "broker.log").exists()  # nothing was started

@@ -1,0 +1,113 @@
+"""Real processes for end-to-end tests: Faust workers (`els process`) and outbox readers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from els.broker import free_port
+from processor.core.bag import Bag
+from processor.outbox import unpacked
+from tests.helpers.paths import ARTIFACTS
+
+
+class Worker:
+    """`els process` as a child process, its output kept in test-artifacts/ for post-mortems."""
+
+    def __init__(self, env: dict[str, str], name: str = "worker"):
+        self.env = {**os.environ, **env, "ELS_WEB_PORT": env.get("ELS_WEB_PORT") or str(free_port())}
+        self.web_port = int(self.env["ELS_WEB_PORT"])
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"{name}-{env.get('ELS_RAW_TOPIC', '')}-{int(time.time() * 1000)}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Worker:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "els.cli", "process"], env=self.env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class OutboxReader:
+    """Follows the outbox and keeps, like the sink, the latest partial of every (group, window, partition)."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int):
+        self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
+        self.partials: dict[tuple[str, int, int], dict] = {}
+        self.logs: list[dict] = []
+        self.records = 0
+
+    async def __aenter__(self):
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                         auto_offset_reset="earliest")
+        await self.consumer.start()
+        tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.consumer.stop()
+
+    async def poll(self, seconds: float = 0.5) -> None:
+        batch = await self.consumer.getmany(timeout_ms=int(seconds * 1000))
+        for records in batch.values():
+            for r in records:
+                self.records += 1
+                for v in unpacked([orjson.loads(r.value)]):
+                    self._take(v)
+
+    def _take(self, v: dict) -> None:
+        if v["kind"] == "partial":
+            k = (v["group"], v["ws"], v["p"])
+            old = self.partials.get(k)
+            if old is None or old["seq"] <= v["seq"]:
+                self.partials[k] = v
+        else:
+            self.logs.append(v.get("item", v))
+
+    def merged(self) -> dict[tuple[str, int], Bag]:
+        out: dict[tuple[str, int], Bag] = {}
+        for (group, ws, _p), v in self.partials.items():
+            out.setdefault((group, ws), Bag()).merge(Bag.from_dict(v["bag"]))
+        return out
+
+    def totals(self) -> dict[str, Bag]:
+        """One bag per group, all windows merged."""
+        out: dict[str, Bag] = {}
+        for (group, _ws), bag in self.merged().items():
+            out.setdefault(group, Bag()).merge(bag)
+        return out
+
+    async def wait_for(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await self.poll()
+            if predicate(self):
+                return True
+        return False

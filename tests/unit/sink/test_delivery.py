@@ -1,0 +1,154 @@
+"""Datadog delivery rules: request limits, the retry decision table, what Datadog would drop, and the sink's
+merge-and-retry logic against a scripted client."""
+
+from __future__ import annotations
+
+import gzip
+import random
+
+import orjson
+import pytest
+
+from common.config import Config
+from processor.sink import delivery
+from processor.core.bag import Bag
+from processor.sink.agent import Sink
+from processor.sink.client import Answer
+from processor.sink.delivery import decide, log_requests, metric_point_droppable, series_requests
+
+
+def series(i: int, tags: int = 3) -> dict:
+    return {"metric": f"okta.workflows.m{i}", "type": 1, "points": [{"timestamp": 1_790_000_000, "value": i}],
+            "tags": [f"t{j}:{random.random()}" for j in range(tags)], "interval": 60}
+
+
+def test_series_batches_respect_both_size_limits():
+    many = [series(i, tags=40) for i in range(8000)]
+    batches = series_requests(many)
+    assert sum(len(b) for b in batches) == len(many)
+    for b in batches:
+        raw = orjson.dumps({"series": b})
+        assert len(raw) <= delivery.SERIES_MAX_UNCOMPRESSED
+        assert len(gzip.compress(raw)) <= delivery.SERIES_MAX_COMPRESSED
+    assert len(batches) > 1
+
+
+def test_small_workload_is_one_request():
+    assert len(series_requests([series(i) for i in range(500)])) == 1
+
+
+def test_log_batches_respect_count_and_size():
+    logs = [{"message": "x" * 1000, "i": i} for i in range(4500)]
+    batches = log_requests(logs)
+    assert [len(b) for b in batches][:4] == [1000] * 4
+    assert all(len(orjson.dumps(b)) <= delivery.LOGS_MAX_UNCOMPRESSED for b in batches)
+    big = [{"message": "y" * 900_000} for _ in range(12)]
+    assert all(len(orjson.dumps(b)) <= delivery.LOGS_MAX_UNCOMPRESSED for b in log_requests(big))
+
+
+@pytest.mark.parametrize("status,headers,size,action", [
+    (202, {}, 10, "done"), (200, {}, 10, "done"),
+    (None, {}, 10, "retry"), (408, {}, 10, "retry"), (500, {}, 10, "retry"), (502, {}, 10, "retry"),
+    (503, {}, 10, "retry"), (429, {"X-RateLimit-Reset": "7"}, 10, "retry"),
+    (413, {}, 10, "split"), (413, {}, 1, "deadletter"),
+    (400, {}, 10, "split"), (400, {}, 1, "deadletter"), (422, {}, 1, "deadletter"),
+    (401, {}, 10, "auth"), (403, {}, 10, "auth"),
+])
+def test_decision_table(status, headers, size, action):
+    assert decide(status, headers, 0, size).action == action
+
+
+def test_rate_limit_reset_is_honoured_and_backoff_is_capped():
+    assert decide(429, {"x-ratelimit-reset": "7"}, 0, 1).delay_s == 7
+    delays = [decide(503, {}, attempt, 1).delay_s for attempt in range(40)]
+    assert max(delays) <= delivery.BACKOFF_CAP_S
+    assert decide(401, {}, 0, 1).delay_s >= 30
+
+
+def test_drop_rules():
+    now = 1_790_000_000
+    assert metric_point_droppable(now - 3599, now) is None
+    assert "1 hour" in metric_point_droppable(now - 3601, now)
+    assert metric_point_droppable(now - 86400, now, historical=True) is None
+    assert "future" in metric_point_droppable(now + 601, now)
+    assert delivery.log_droppable((now - 18 * 3600 - 1) * 1000, now)
+    assert delivery.log_droppable((now - 3600) * 1000, now) is None
+
+
+class ScriptedClient:
+    """Answers from a script, then 202; records what it was asked to send."""
+
+    def __init__(self, script=()):
+        self.script = list(script)
+        self.sent: list[tuple[str, list]] = []
+
+    async def _answer(self, what, batch) -> Answer:
+        if self.script:
+            status = self.script.pop(0)
+            if callable(status):
+                status = status(batch)
+            if status != 202:
+                return Answer(status, {"X-RateLimit-Reset": "0"} if status == 429 else {}, "nope")
+        self.sent.append((what, batch))
+        return Answer(202)
+
+    async def post_series(self, batch):
+        return await self._answer("series", batch)
+
+    async def post_logs(self, batch):
+        return await self._answer("logs", batch)
+
+
+def make_sink(client, **env) -> tuple[Sink, list]:
+    dead = []
+
+    async def deadletter(value, reason):
+        dead.append((orjson.loads(value), reason))
+
+    cfg = Config.from_env({"DD_TAGS": "env:prod,team:IAM", **env})
+    return Sink(cfg, client, deadletter, {}), dead
+
+
+def partial(p: int, seq: int, events: int, ws: int = 1_790_000_040_000) -> dict:
+    b = Bag()
+    b.count("events", events, event_type="flow_start")
+    b.labels.update(flow_id="f1", flow_name="Flow 1")
+    return {"kind": "partial", "p": p, "group": "flow:f1", "ws": ws, "seq": seq, "final": False, "bag": b.to_dict()}
+
+
+def test_sink_merges_the_latest_partial_of_each_partition():
+    sink, _ = make_sink(ScriptedClient())
+    touched, _ = sink.absorb([partial(0, 5, 3), partial(1, 7, 4), partial(0, 4, 99), partial(0, 9, 5)])
+    (entry,) = touched.values()
+    series_out = sink.render(touched, 1_790_000_100_000)
+    events = [s for s in series_out if s["metric"] == "okta.workflows.events"]
+    assert len(events) == 1 and events[0]["points"][0]["value"] == 9  # 5 (p0, seq 9) + 4 (p1)
+    assert "env:prod" in events[0]["tags"] and "team:iam" in events[0]["tags"]
+    assert "service:okta-workflows" in events[0]["tags"]
+
+
+async def test_sink_retries_until_taken_and_splits_refused_items():
+    client = ScriptedClient([503, 429, None, lambda b: 400 if len(b) > 1 else 202, 202, 400])
+    sink, dead = make_sink(client)
+    batch = [series(i) for i in range(2)]
+    await sink.deliver(batch, [], now_s=1_790_000_000)
+    assert sink.stats["sink_retries"] == 3
+    sent = [s for _, b in client.sent for s in b]
+    assert sent == [batch[0]]  # the second item was split off and refused by Datadog
+    assert [d[0] for d in dead] == [batch[1]] and "400" in dead[0][1]
+
+
+async def test_sink_drops_what_datadog_would_drop_and_dead_letters_it():
+    client = ScriptedClient()
+    sink, dead = make_sink(client)
+    now = 1_790_000_000
+    old = series(1)
+    old["points"][0]["timestamp"] = now - 7200
+    fresh = series(2)
+    fresh["points"][0]["timestamp"] = now - 60
+    old_log = {"message": "m", "timestamp": (now - 19 * 3600) * 1000}
+    await sink.deliver([old, fresh], [old_log, {"message": "ok", "timestamp": now * 1000}], now_s=now)
+    assert [b for w, b in client.sent if w == "series"] == [[fresh]]
+    assert len(dead) == 2 and sink.stats["dropped_points"] == 1 and sink.stats["dropped_logs"] == 1
+    logs_sent = [b for w, b in client.sent if w == "logs"][0]
+    assert logs_sent[0]["service"] == "okta-workflows" and "env:prod" in logs_sent[0]["ddtags"]
