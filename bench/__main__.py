@@ -128,9 +128,8 @@ async def delivery_bench(bootstrap: str, n: int, seconds: float = 60.0) -> dict:
     """Datadog requests and bytes for n events fed live over `seconds` (production window and flush settings),
     against a forwarder that sends one request per event; and freshness, acknowledged event -> visible in
     Datadog (bench/freshness.py)."""
-    from tests.helpers.fakedatadog import FakeDatadog
-
     from bench.freshness import Freshness, feed_live, live_workload, wait_assigned
+    from tests.helpers.fakedatadog import FakeDatadog
 
     sim = Simulator(seed=9, flows=20, helpers=5, dup_rate=0.05)
     topic = f"bench-dd-{uuid.uuid4().hex[:6]}"

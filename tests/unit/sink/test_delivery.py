@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from common.config import Config
-from processor.sink import delivery
 from processor.core.bag import Bag
+from processor.sink import delivery
 from processor.sink.agent import Sink
 from processor.sink.client import Answer
 from processor.sink.delivery import decide, log_requests, metric_point_droppable, series_requests
