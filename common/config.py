@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -154,12 +154,3 @@ class Config:
     def logs_enabled(self) -> frozenset[str]:
         items = {s.strip().lower() for s in self.els_logs.split(",") if s.strip()}
         return frozenset() if items <= {"none"} else frozenset(items - {"none"})
-
-    def redacted(self) -> dict[str, Any]:
-        """The settings for a start-up log line, secrets shown only as set/unset."""
-        out = {}
-        for f in fields(self):
-            setting = BY_ENV[f.name.upper()]
-            value = getattr(self, f.name)
-            out[setting.env] = ("<set>" if value else "<unset>") if setting.secret else value
-        return out
