@@ -24,6 +24,7 @@ from common import logs as els_logs
 from common.config import Config
 from processor.engine import TICK_HEADER, TICK_KEY, Engine, Record, Settings
 from processor.outbox import outbox_records
+from processor.web.tables import table_help
 
 log = logging.getLogger("els.processor")
 
@@ -104,7 +105,7 @@ def create_app(cfg: Config) -> faust.App:
                           value_serializer="raw", partitions=cfg.els_partitions)
 
     def table(name: str, help_: str) -> faust.Table:
-        return app.Table(name, key_type=str, partitions=cfg.els_partitions, help=help_)
+        return app.Table(name, key_type=str, partitions=cfg.els_partitions, help=table_help(name, help_))
 
     chains = table("chains", "Open chains and recently closed chain markers, by root execution id.")
     windows = table("windows", "Per-partition window aggregates: '<partition>|<group>|<window start ms>'.")
