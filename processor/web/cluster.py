@@ -63,6 +63,8 @@ def same_worker(a: str, b: str) -> bool:
 def describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return f"no answer within {PEER_TIMEOUT_S:g} s"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc.os_error})"
     text = str(exc) or type(exc).__name__
     return text[:300]
 

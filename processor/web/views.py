@@ -7,7 +7,8 @@
 - /els/status.json: the whole cluster's status, gathered from every raw partition's owner (processor/web/cluster.py);
   /els/status.local.json: this worker's part of it. /els/status/ (and / redirecting to it): the human page.
 - /els/keys/{table}/?prefix=&contains=&limit=&values=: a table's keys across the cluster, each with its partition
-  and owner; /els/keys.local/{table}/: this worker's part.
+  and owner; /els/keys.local/{table}/: this worker's part. /els/table/{table}/{key}/: one key's value, from its
+  owner.
 """
 
 from __future__ import annotations
@@ -233,3 +234,25 @@ def _register_keys(app, where: Cluster) -> None:
         return web.json({"table": table, "help": TABLE_HELP.get(table, t.help), "partitions_of": topic,
                          "prefix": query.prefix, "contains": query.contains, "limit": query.limit,
                          **merged_keys(answers, query), "partitions": [st.as_json() for st in states]})
+
+    @app.page("/els/table/{table}/{key}/")
+    async def value_view(web, request, table, key):
+        """One key's value, from the worker that owns it. Faust's /table/<name>/<key>/ routes a key by its hash,
+        but these tables keep a key in the partition of the raw (or outbox) record it belongs to, so with
+        several workers Faust may ask one that does not hold it."""
+        t = table_or_none(table)
+        if t is None:
+            return unknown(web, table)
+        topic = where.topic(TABLE_OWNER.get(table, Owner.RAW))
+        query = KeyQuery(prefix=key, limit=1, values=True)  # the key itself sorts before any longer match
+
+        def local(asked: list[int]) -> dict:
+            return local_keys(list(t.items()), table=table, partitions=where.owned(topic, asked), query=query)
+
+        answers, states = await where.ask(topic, f"/els/keys.local/{table}/", query.params(), local)
+        found = [k for k in merged_keys(answers, query)["keys"] if k["key"] == key]
+        if found:
+            return web.json({"table": table, **found[0]})
+        down = [st.as_json() for st in states if not st.answered]
+        why = "key not found" if not down else "key not found in the partitions that answered"
+        return web.json({"error": why, "table": table, "key": key, "not_answering": down}, status=503 if down else 404)
