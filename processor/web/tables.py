@@ -18,15 +18,16 @@ TABLE_HELP: dict[str, str] = {
     "chains": (
         "Open chains and recently closed chain markers. Key: the chain's root execution id, e.g. "
         "'326b7317-6ea5-4d6a-a9f5-0ee8675c0428' (the root's execution_id; a helper flow's events carry it as "
-        "root_execution_id). Value: {'root', 'p' (raw partition), 'x' (executions seen), 'closed', ...}. "
-        "Also GET /els/chains/<root>/ (routed to the owner)."),
+        "root_execution_id). Value: {'root', 'p' (raw partition), 'x' (executions seen), 'closed' (the summary "
+        "once closed, else null), ...}. Read one with /els/chains/<root>/ or /els/table/chains/<root>/."),
     "windows": (
         "Window aggregates per raw partition. Key: '<partition>|<group>|<window start ms>', groups "
         "'flow:<flow_id>' e.g. '1|flow:632567|1712255400000', 'chain:<root_flow_id>' e.g. "
         "'1|chain:632567|1712255400000', 'org:<org_name>' (window start = the month's first day) e.g. "
         "'1|org:logstream-01|1711929600000', 'pipeline' e.g. '1|pipeline|1712255400000'; plus "
         "'<partition>|clock' e.g. '1|clock' (the partition's stream clock and last applied offset). "
-        "List keys with /els/keys/windows/?prefix=1|flow:632567|"),
+        "List keys with /els/keys/windows/?prefix=1|flow:632567| (or ?contains=|flow:632567| for every partition), "
+        "read one with /els/table/windows/<key>/."),
     "sink": (
         "The Datadog sink's merge: the latest partial of every raw partition per group and window. Key: "
         "'<group>|<window start ms>' e.g. 'flow:632567|1712255400000' (groups as in the windows table); plus "

@@ -82,6 +82,16 @@ def _short(metric: str, prefix: str, tags: list[str]) -> str:
     return name + (f"{{{','.join(sorted(extra))}}}" if extra else "")
 
 
+def _rendered(table: str, value, cfg) -> dict:
+    """A window record's bag as the values Datadog gets from it (this partition's share of the window)."""
+    if table != "windows" or not isinstance(value, dict) or not isinstance(value.get("bag"), dict):
+        return {}
+    prefix = cfg.els_metric_prefix
+    series = render_series(value.get("group", ""), value.get("ws", 0), cfg.els_window_seconds,
+                           Bag.from_dict(value["bag"]), prefix=prefix)
+    return {"values": {_short(s["metric"], prefix, s["tags"]): s["points"][0]["value"] for s in series}}
+
+
 class Cluster:
     """Who owns which partition, and asking them (the Faust-facing half of processor/web/cluster.py)."""
 
@@ -252,7 +262,7 @@ def _register_keys(app, where: Cluster) -> None:
         answers, states = await where.ask(topic, f"/els/keys.local/{table}/", query.params(), local)
         found = [k for k in merged_keys(answers, query)["keys"] if k["key"] == key]
         if found:
-            return web.json({"table": table, **found[0]})
+            return web.json({"table": table, **found[0], **_rendered(table, found[0]["value"], parts(app).cfg)})
         down = [st.as_json() for st in states if not st.answered]
         why = "key not found" if not down else "key not found in the partitions that answered"
         return web.json({"error": why, "table": table, "key": key, "not_answering": down}, status=503 if down else 404)

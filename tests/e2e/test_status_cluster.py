@@ -134,7 +134,9 @@ async def check_table_routes(ports: list[int], sim, events: list[dict], owner_of
 
         for k in keys:  # every key read back from its owner, whichever worker is asked
             status, one = await get(port, f"/els/table/windows/{k['key']}/")
-            assert status == 200 and one == {"table": "windows", **k}, (k["key"], status, one)
+            assert status == 200 and {f: one[f] for f in k} == k and one["table"] == "windows", (k, status, one)
+            assert sum(v for m, v in one["values"].items() if m.startswith("events{")) == sum(
+                v for c, v in k["value"]["bag"]["c"].items() if c.startswith("events|"))
         status, missing = await get(port, f"/els/table/windows/{keys[0]['key']}0/")
         assert status == 404 and missing["error"] == "key not found"
 
