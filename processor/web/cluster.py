@@ -69,9 +69,13 @@ def describe(exc: BaseException) -> str:
     return text[:300]
 
 
-async def ask_owners(owners: dict[int, str | None], self_url: str, local: Local,
-                     remote: Remote) -> tuple[list[Answer], list[PartitionState]]:
-    """Ask every owner, concurrently, for its partitions; return the answers and every partition's state."""
+async def ask_owners(owners: dict[int, str | None], self_url: str, local: Local, remote: Remote,
+                     accept: Callable[[str, dict], None] | None = None) -> tuple[list[Answer], list[PartitionState]]:
+    """Ask every owner, concurrently, for its partitions; return the answers and every partition's state.
+
+    `accept(url, body)` takes in each answer and raises when it cannot read it (another version of the worker, say):
+    such an answer counts as no answer, so its partitions are shown as not answering rather than as empty.
+    """
     by_url: dict[str, list[int]] = {}
     for p, url in sorted(owners.items()):
         if url is not None:
@@ -82,9 +86,14 @@ async def ask_owners(owners: dict[int, str | None], self_url: str, local: Local,
             body = local(asked) if same_worker(url, self_url) else await remote(url, asked)
             if not isinstance(body, dict) or not isinstance(body.get("partitions"), list):
                 return Answer(url, asked, None, "answered without a partition list")
-            return Answer(url, asked, body)
         except Exception as exc:  # noqa: BLE001 - any failure of a peer is shown as that peer not answering
             return Answer(url, asked, None, describe(exc))
+        try:
+            if accept is not None:
+                accept(url, body)
+            return Answer(url, asked, body)
+        except Exception as exc:  # noqa: BLE001 - an answer this worker cannot read is no answer
+            return Answer(url, asked, None, f"unreadable answer ({type(exc).__name__}: {describe(exc)})")
 
     answers = list(await asyncio.gather(*(one(url, asked) for url, asked in by_url.items())))
     return answers, partition_states(owners, answers)

@@ -65,6 +65,14 @@ def local_keys(items: Iterable[tuple[str, object]], *, table: str, partitions: l
     return {"partitions": sorted(owned), "matched": len(found), "keys": keys}
 
 
+def check_answer(url: str, body: dict) -> None:
+    """Raises unless `body` is a `local_keys` answer (see cluster.ask_owners' `accept`)."""
+    int(body["matched"])
+    for k in body["keys"]:
+        if not (isinstance(k["key"], str) and isinstance(k["partition"], int)):
+            raise ValueError(f"not a key: {k!r:.200}")
+
+
 def merged_keys(answers: list[Answer], query: KeyQuery) -> dict:
     """The answers' keys merged in key order, each naming its owner; `matched` counts every match."""
     keys = []

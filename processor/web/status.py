@@ -86,16 +86,26 @@ class Held:
     pipeline: Bag = field(default_factory=Bag)
     clocks: dict[str, dict] = field(default_factory=dict)  # raw partition -> {"now_ms", "offset"}
 
+    def merge(self, other: Held) -> None:
+        for group, by_ws in other.flows.items():
+            mine = self.flows.setdefault(group, {})
+            for ws, bag in by_ws.items():
+                mine.setdefault(ws, Bag()).merge(bag)
+        self.pipeline.merge(other.pipeline)
+        self.clocks.update(other.clocks)
+
 
 def merge_shares(shares: Iterable[dict]) -> Held:
-    """Merge `local_share` answers (of disjoint partitions) into one Held."""
+    """Merge `local_share` answers (of disjoint partitions) into one Held; raises on what is not a share."""
     held = Held()
     for share in shares:
         for g in share.get("groups") or ():
+            if not (isinstance(g["group"], str) and isinstance(g["ws"], int)):
+                raise ValueError(f"not a window: {g!r:.200}")
             by_ws = held.flows.setdefault(g["group"], {})
             by_ws.setdefault(g["ws"], Bag()).merge(Bag.from_dict(g["bag"]))
         held.pipeline.merge(Bag.from_dict(share.get("pipeline") or {}))
-        held.clocks.update(share.get("clocks") or {})
+        held.clocks.update({str(p): dict(c) for p, c in (share.get("clocks") or {}).items()})
     return held
 
 

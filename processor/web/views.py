@@ -16,13 +16,16 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from processor.core.bag import Bag
 from processor.sink.render import render_series
 from processor.web import cluster
-from processor.web.keys import KeyQuery, local_keys, merged_keys
+from processor.web.keys import KeyQuery, check_answer, local_keys, merged_keys
 from processor.web.page import PAGE
 from processor.web.status import (
+    SINK_COUNTERS,
+    Held,
     RecentRise,
     local_share,
     merge_shares,
@@ -32,6 +35,13 @@ from processor.web.status import (
 )
 from processor.web.tables import TABLE_HELP, TABLE_OWNER, Owner
 
+if TYPE_CHECKING:
+    import faust
+
+    from common.config import Config
+    from processor.engine import Engine
+    from processor.sink.agent import Sink
+
 WORKER_STATS = ("records", "batches", "deadletters", "gap_seeks")
 
 
@@ -39,13 +49,13 @@ WORKER_STATS = ("records", "batches", "deadletters", "gap_seeks")
 class Parts:
     """The worker's state these views read."""
 
-    cfg: object
-    chains: object
-    windows: object
-    raw: object
-    engine: object
-    stats: dict
-    sink: object
+    cfg: Config
+    chains: faust.Table
+    windows: faust.Table
+    raw: faust.TopicT
+    engine: Engine
+    stats: dict[str, int]
+    sink: Sink
 
 
 def parts(app) -> Parts:
@@ -111,7 +121,7 @@ class Cluster:
         mine = {tp.partition for tp in actives if tp.topic == topic}
         return sorted(mine if asked is None else mine & set(asked))
 
-    async def ask(self, topic: str, path: str, params: dict[str, str], local):
+    async def ask(self, topic: str, path: str, params: dict[str, str], local, accept=None):
         """Ask every owner of `topic`'s partitions (this worker through `local(asked)`, the others over HTTP)."""
         try:
             metadata = self.app.router.external_topics_metadata()
@@ -123,7 +133,7 @@ class Cluster:
             query = {**params, "partitions": cluster.partitions_param(asked)}
             return await cluster.fetch_json(self.app.http_client, url, path, query)
 
-        return await cluster.ask_owners(owners, str(self.app.conf.canonical_url), local, remote)
+        return await cluster.ask_owners(owners, str(self.app.conf.canonical_url), local, remote, accept)
 
 
 def register(app) -> None:
@@ -190,34 +200,59 @@ def _register_status(app, where: Cluster) -> None:
     @app.page("/els/status.json")
     async def status_json(web, request):
         cfg = parts(app).cfg
-        answers, states = await where.ask(cfg.els_raw_topic, "/els/status.local.json", {}, local_status)
-        bodies = [a.body for a in answers if a.body is not None]
-        data = status_view(merge_shares(bodies), window_seconds=cfg.els_window_seconds,
-                           prefix=cfg.els_metric_prefix, now_ms=int(time.time() * 1000))
+        got = Gathered()
+        answers, states = await where.ask(cfg.els_raw_topic, "/els/status.local.json", {}, local_status, got.take)
+        data = status_view(got.held, window_seconds=cfg.els_window_seconds, prefix=cfg.els_metric_prefix,
+                           now_ms=int(time.time() * 1000))
         data["partition_count"] = cfg.els_partitions
         data["partitions"] = [st.as_json() for st in states]
         data["workers"] = [{"url": a.url, "asked": a.asked, "answered": a.body is not None, "error": a.error,
-                            "partitions": a.body["partitions"] if a.body else [],
-                            **({k: a.body["worker"].get(k, 0) for k in WORKER_STATS} if a.body else {})}
+                            "partitions": a.body["partitions"] if a.body else [], **got.workers.get(a.url, {})}
                            for a in answers]
         data["served_by"] = str(app.conf.canonical_url)
-        data["sink"] = sinks_combined([b["sink"] for b in bodies if isinstance(b.get("sink"), dict)])
-        data["worker"] = {k: sum(b.get("worker", {}).get(k, 0) for b in bodies) for k in WORKER_STATS}
+        data["sink"] = sinks_combined(list(got.sinks.values()))
+        data["worker"] = {k: sum(w[k] for w in got.workers.values()) for k in WORKER_STATS}
         return web.json(data)
 
 
+class Gathered:
+    """The workers' status answers, read as they come: a share that cannot be read raises, so it counts as none."""
+
+    def __init__(self):
+        self.held = Held()
+        self.sinks: dict[str, dict] = {}
+        self.workers: dict[str, dict] = {}
+
+    def take(self, url: str, body: dict) -> None:
+        held = merge_shares([body])
+        sink = {k: body["sink"][k] for k in ("state", *SINK_COUNTERS)}
+        worker = {k: int(body["worker"].get(k, 0)) for k in WORKER_STATS}
+        self.held.merge(held)
+        self.sinks[url] = sink
+        self.workers[url] = worker
+
+
+def _unknown(app, web, name: str):
+    return web.json({"error": "unknown table", "table": name, "tables": sorted(app.tables)}, status=404)
+
+
+async def _ask_keys(where: Cluster, table: str, t, query: KeyQuery):
+    """Every owner's keys of `table` matching `query` (this worker's from its own table `t`)."""
+    topic = where.topic(TABLE_OWNER.get(table, Owner.RAW))
+
+    def local(asked: list[int]) -> dict:
+        return local_keys(list(t.items()), table=table, partitions=where.owned(topic, asked), query=query)
+
+    answers, states = await where.ask(topic, f"/els/keys.local/{table}/", query.params(), local, check_answer)
+    return topic, answers, states
+
+
 def _register_keys(app, where: Cluster) -> None:
-    def table_or_none(name: str):
-        return app.tables.get(name)
-
-    def unknown(web, name: str):
-        return web.json({"error": "unknown table", "table": name, "tables": sorted(app.tables)}, status=404)
-
     @app.page("/els/keys.local/{table}/")
     async def keys_local(web, request, table):
-        t = table_or_none(table)
+        t = app.tables.get(table)
         if t is None:
-            return unknown(web, table)
+            return _unknown(app, web, table)
         try:
             query = KeyQuery.from_params(request.query)
             asked = cluster.parse_partitions(request.query.get("partitions"))
@@ -228,19 +263,14 @@ def _register_keys(app, where: Cluster) -> None:
 
     @app.page("/els/keys/{table}/")
     async def keys_view(web, request, table):
-        t = table_or_none(table)
+        t = app.tables.get(table)
         if t is None:
-            return unknown(web, table)
+            return _unknown(app, web, table)
         try:
             query = KeyQuery.from_params(request.query)
         except ValueError as exc:
             return web.json({"error": str(exc)}, status=400)
-        topic = where.topic(TABLE_OWNER.get(table, Owner.RAW))
-
-        def local(asked: list[int]) -> dict:
-            return local_keys(list(t.items()), table=table, partitions=where.owned(topic, asked), query=query)
-
-        answers, states = await where.ask(topic, f"/els/keys.local/{table}/", query.params(), local)
+        topic, answers, states = await _ask_keys(where, table, t, query)
         return web.json({"table": table, "help": TABLE_HELP.get(table, t.help), "partitions_of": topic,
                          "prefix": query.prefix, "contains": query.contains, "limit": query.limit,
                          **merged_keys(answers, query), "partitions": [st.as_json() for st in states]})
@@ -250,16 +280,11 @@ def _register_keys(app, where: Cluster) -> None:
         """One key's value, from the worker that owns it. Faust's /table/<name>/<key>/ routes a key by its hash,
         but these tables keep a key in the partition of the raw (or outbox) record it belongs to, so with
         several workers Faust may ask one that does not hold it."""
-        t = table_or_none(table)
+        t = app.tables.get(table)
         if t is None:
-            return unknown(web, table)
-        topic = where.topic(TABLE_OWNER.get(table, Owner.RAW))
+            return _unknown(app, web, table)
         query = KeyQuery(prefix=key, limit=1, values=True)  # the key itself sorts before any longer match
-
-        def local(asked: list[int]) -> dict:
-            return local_keys(list(t.items()), table=table, partitions=where.owned(topic, asked), query=query)
-
-        answers, states = await where.ask(topic, f"/els/keys.local/{table}/", query.params(), local)
+        _topic, answers, states = await _ask_keys(where, table, t, query)
         found = [k for k in merged_keys(answers, query)["keys"] if k["key"] == key]
         if found:
             return web.json({"table": table, **found[0], **_rendered(table, found[0]["value"], parts(app).cfg)})

@@ -107,3 +107,21 @@ def test_partitions_parameter():
     except ValueError:
         pass
     assert cluster.same_worker("http://h:1", "http://h:1/") and not cluster.same_worker("http://h:1", "http://h:2")
+
+
+async def test_an_answer_that_cannot_be_read_counts_as_no_answer():
+    """A worker of another version, say: its partitions are shown as not answering, not as empty."""
+    taken = []
+
+    def accept(url, body):
+        if "bad" in body:
+            raise KeyError("groups")
+        taken.append(url)
+
+    async def remote(url, asked):
+        return {"partitions": asked, "bad": True}
+
+    answers, states = await ask_owners({0: ME, 1: PEER}, ME, lambda asked: {"partitions": asked}, remote, accept)
+    assert taken == [ME]
+    assert [(s.partition, s.answered) for s in states] == [(0, True), (1, False)]
+    assert states[1].error.startswith("unreadable answer (KeyError")

@@ -12,7 +12,7 @@ from aiokafka.partitioner import murmur2
 from processor.core.model import parse_event
 from processor.core.windows import month_start, window_start
 from processor.web.cluster import Answer
-from processor.web.keys import MAX_LIMIT, KeyQuery, local_keys, merged_keys
+from processor.web.keys import MAX_LIMIT, KeyQuery, check_answer, local_keys, merged_keys
 from processor.web.tables import TABLE_HELP, TABLE_OWNER, Owner, partition_of, table_help
 from tests.helpers.paths import SAMPLES
 
@@ -89,3 +89,11 @@ def test_query_parameters():
     for bad in ("0", str(MAX_LIMIT + 1), "ten"):
         with pytest.raises(ValueError, match="limit"):
             KeyQuery.from_params({"limit": bad})
+
+
+def test_a_listing_answer_is_checked_before_it_is_merged():
+    good = local_keys(WINDOWS, table="windows", partitions=[0], query=KeyQuery())
+    check_answer("http://a:1", good)
+    for bad in ({"partitions": [0]}, {**good, "keys": [{"key": 1, "partition": 0}]}, {**good, "matched": "x"}):
+        with pytest.raises((KeyError, ValueError, TypeError)):
+            check_answer("http://a:1", bad)

@@ -7,6 +7,7 @@ import re
 from types import SimpleNamespace
 
 import orjson
+import pytest
 
 from processor.core.bag import Bag
 from processor.core.contributions import add_event
@@ -208,3 +209,12 @@ def test_page_is_self_contained():
     """The hosts may have no internet: no external scripts, styles, fonts or images."""
     assert not re.search(r"(src|href)\s*=|@import|url\(|https?://", PAGE)
     assert 'fetch("/els/status.json"' in PAGE
+
+
+def test_a_malformed_share_raises_so_it_is_not_taken_as_empty():
+    share = local_share([rec(0, "flow:a", T0, runs("a", T0, 1, 0))], partitions=None, window_seconds=W)
+    merge_shares([share])
+    for bad in ({**share, "groups": [{"group": "flow:a"}]}, {**share, "groups": [{"group": 1, "ws": T0, "bag": {}}]},
+                {**share, "clocks": {"0": 5}}):
+        with pytest.raises((KeyError, ValueError, TypeError)):
+            merge_shares([bad])
