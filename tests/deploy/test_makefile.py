@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAKE = shutil.which("make")
 SHOW = 'show: ; @echo "PYTHON=[$(PYTHON)]"'
 BROKEN_SHIM = "#!/bin/sh\necho \"pyenv: command not found\" >&2\nexit 127\n"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from els.config import BY_ENV, SETTINGS
-from tests.k8s_manifests import (
+from common.config import BY_ENV, SETTINGS
+from tests.helpers.k8s_manifests import (
     COMPONENT_OFF,
     HTTPS,
     K8S,
