@@ -70,7 +70,10 @@ def register(app) -> None:
         # table sizes (local store, standby copies included) show whether state stays bounded over time
         sizes = {"table_chains": len(chains), "table_windows": len(state["windows"]),
                  "table_sink": len(state["sink"].table)}
-        return web.json({**state["stats"], **{f"sink_{k}": v for k, v in state["sink"].stats.items()}, **sizes})
+        # ready: partitions assigned and their state recovered (Faust's "Worker ready"); `els up` waits for it
+        ready = app.rebalancing_count > 0 and not app.rebalancing
+        return web.json({**state["stats"], **{f"sink_{k}": v for k, v in state["sink"].stats.items()}, **sizes,
+                         "ready": ready})
 
     def owned_partitions() -> list[int] | None:
         """The raw partitions this worker actively owns (its table also holds standby copies of others)."""
