@@ -11,7 +11,6 @@ the stack; no engine is needed).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -32,6 +31,7 @@ import yaml
 from common.config import SETTINGS
 from els.broker import free_port
 from tests.helpers.paths import ARTIFACTS, ROOT, SAMPLES
+from tests.helpers.procs import descendants, error_lines, kill_all, still_running
 
 SAMPLE = SAMPLES / "doc-parent-flow-start.json"
 pytestmark = pytest.mark.slow
@@ -124,9 +124,7 @@ class Up:
             code = self.proc.wait(timeout)
         finally:
             if self.proc.poll() is None:  # leave nothing behind for the next test, then fail
-                for pid in _descendants(self.proc.pid):
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
+                kill_all(descendants(self.proc.pid))
                 self.proc.kill()
         self._reader.join(10)
         self._log.close()
@@ -135,45 +133,6 @@ class Up:
     @property
     def text(self) -> str:
         return "".join(self.lines)
-
-
-def _proc_stat(pid: int) -> tuple[int, str, str] | None:
-    """(ppid, state, start time) of a live process, None when it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = raw.rsplit(")", 1)[1].split()
-    return int(fields[1]), fields[0], fields[19]
-
-
-def _descendants(root: int) -> dict[int, tuple[str, str]]:
-    """Every process below `root`: pid -> (start time, command line)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (st := _proc_stat(int(entry.name))):
-            parents.setdefault(st[0], []).append(int(entry.name))
-    out, todo = {}, [root]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            st = _proc_stat(child)
-            try:
-                cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if st:
-                out[child] = (st[2], cmd)
-                todo.append(child)
-    return out
-
-
-def _still_running(procs: dict[int, tuple[str, str]]) -> list[str]:
-    alive = []
-    for pid, (start, cmd) in procs.items():
-        st = _proc_stat(pid)
-        if st and st[2] == start and st[1] != "Z":
-            alive.append(f"{pid} {cmd}")
-    return alive
 
 
 def _post(url: str, body: bytes, secret: str, timeout: float = 90) -> tuple[int, dict]:
@@ -190,10 +149,6 @@ def _post(url: str, body: bytes, secret: str, timeout: float = 90) -> tuple[int,
                 return exc.code, {}
         time.sleep(1)
 
-
-# an ERROR (or worse) in the pipeline's JSON logs, Faust's and aiokafka's text logs, or a traceback
-ERROR_LINE = re.compile(r'"level":\s*"(error|critical)"|\[(ERROR|CRITICAL)\]|^(ERROR|CRITICAL)[: ]|^Traceback',
-                        re.MULTILINE)
 
 
 def _line_of(lines: list[str], pattern: str) -> int:
@@ -241,7 +196,7 @@ def test_els_up_without_docker_runs_everything_and_stops_cleanly(tmp_path):
     with urllib.request.urlopen(f"http://127.0.0.1:{ports['ELS_WEB_PORT']}/els/status/", timeout=10) as page:
         assert page.status == 200 and b"<html" in page.read().lower()
 
-    children = _descendants(up.proc.pid)
+    children = descendants(up.proc.pid)
     commands = [cmd for _, cmd in children.values()]
     assert any("tansu" in c and "broker" in c for c in commands), commands
     assert any("els.cli ingest" in c for c in commands) and any("els.cli process" in c for c in commands)
@@ -258,23 +213,23 @@ def test_els_up_without_docker_runs_everything_and_stops_cleanly(tmp_path):
 
     # a quiet start: no ERROR line; the embedded broker's refusal of the idempotent producer is one warning
     started = up.text
-    assert not ERROR_LINE.search(started), [line for line in up.lines if ERROR_LINE.search(line)]
+    assert error_lines(started) == []
     assert started.count("broker refuses the idempotent producer") == 1, started
 
     code = up.stop(signal.SIGINT)
     assert code in (0, 130), up.text[-3000:]
     assert "stopping ingest, processor and broker" in up.text
-    assert _still_running(children) == []
+    assert still_running(children) == []
     for name, cmd in checks.items():  # the health checks can fail: nothing answers any more
         assert subprocess.run(cmd, env=check_env, capture_output=True, timeout=30).returncode != 0, name
 
     # Second run, same directory: the same secret (what was pasted into Okta stays valid); SIGTERM stops it too.
     up = Up(work, env, ARTIFACTS / "els-up-2.log")
     assert up.wait_for(r"Header value: Bearer (\S+)").group(1) == secret
-    children = _descendants(up.proc.pid)
+    children = descendants(up.proc.pid)
     assert len(children) >= 3
     assert up.stop(signal.SIGTERM) == 0, up.text[-3000:]
-    assert _still_running(children) == []
+    assert still_running(children) == []
 
 
 def _docker_up(tmp_path: Path, name: str, **extra: str) -> tuple[Up, Path, dict[str, str]]:
