@@ -3,7 +3,9 @@
 With a Docker engine (`docker info` succeeds) it runs `docker compose up --build` on the repository's
 docker-compose.yml (real Kafka). Without one (a docker client alone does not count) it runs the embedded broker,
 `els ingest` and `els process` itself. Either way the ingest secret comes from ELS_AUTH_TOKENS, or is generated
-once into var/ingest-secret and reused, so the value pasted into Okta stays valid across restarts.
+once into var/ingest-secret and reused, so the value pasted into Okta stays valid across restarts. What to set in
+Okta, and the status page, are printed once ingest's /readyz answers and the worker's /els/stats/ says `ready`
+(its partitions assigned and recovered): "ready" is then true, not seconds early.
 
 In the embedded mode the children run in their own process group, so a Ctrl-C reaches only `els up`, which
 stops them in order (ingest, so nothing more is accepted; processor; broker) and waits for each; SIGTERM and SIGHUP do the same, and a
