@@ -93,11 +93,14 @@ def _env(tmp: Path, **extra: str) -> dict[str, str]:
 class Up:
     """One `els up` in the foreground, its output collected by a thread (and copied to test-artifacts)."""
 
+    started: list[Up] = []  # killed, with everything below them, after each test (see _no_leftovers)
+
     def __init__(self, cwd: Path, env: dict[str, str], log: Path):
         self.lines: list[str] = []
         self.proc = subprocess.Popen([sys.executable, "-m", "els.cli", "up"], cwd=cwd, env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
+        Up.started.append(self)
         self._log = log.open("w")
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -133,6 +136,18 @@ class Up:
     @property
     def text(self) -> str:
         return "".join(self.lines)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers():
+    """A test that failed before stopping its `els up` leaves nothing running for the next one."""
+    yield
+    while Up.started:
+        proc = Up.started.pop().proc
+        if proc.poll() is None:
+            kill_all(descendants(proc.pid))
+            proc.kill()
+            proc.wait()
 
 
 def _post(url: str, body: bytes, secret: str, timeout: float = 90) -> tuple[int, dict]:
