@@ -5,7 +5,7 @@ raw records, hands each partition's share to the engine (processor/engine.py), w
 the outputs, and only then writes the new state to the tables. A leader-only timer sends a tick record into
 every raw partition each ELS_FLUSH_SECONDS: ticks travel with the events, so window closing and emission
 happen inside the stream, in order, for every partition, also after restarts and rebalances (Faust's own
-on_window_close is not used; see PRODUCT.md).
+on_window_close is not used; README "The processor" says why).
 """
 
 from __future__ import annotations

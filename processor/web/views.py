@@ -164,7 +164,9 @@ def _register_basics(app) -> None:
         # table sizes (local store, standby copies included) show whether state stays bounded over time
         s = parts(app)
         sizes = {"table_chains": len(s.chains), "table_windows": len(s.windows), "table_sink": len(s.sink.table)}
-        return web.json({**s.stats, **{f"sink_{k}": v for k, v in s.sink.stats.items()}, **sizes})
+        # ready: partitions assigned and their state recovered (Faust's "Worker ready"); `els up` waits for it
+        ready = app.rebalancing_count > 0 and not app.rebalancing
+        return web.json({**s.stats, **{f"sink_{k}": v for k, v in s.sink.stats.items()}, **sizes, "ready": ready})
 
     @app.page("/els/status/")
     async def status_page(web, request):
