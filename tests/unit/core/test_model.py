@@ -506,6 +506,8 @@ def test_mutated_samples_never_raise_anything_else(name, mutations, received_ms)
         data = orjson.dumps(raw)
     except orjson.JSONEncodeError:
         return
+    if orjson.loads(data) != raw:  # not JSON's own value (orjson writes inf and nan as null): another input
+        return
     ev2 = parses_or_invalid(data, received_ms)
     assert (ev is None) == (ev2 is None)
     if ev is not None and "idempotency_key" in raw and isinstance(raw["idempotency_key"], str) \
