@@ -21,6 +21,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.procs import status_kb, stop
+from common.kafka import client_kwargs
 from common.topics import ensure_topics
 from els.broker import EmbeddedBroker, free_port
 from els.simulate import Simulator, produce_events
@@ -81,7 +82,8 @@ async def run_worker(cmd: list[str], env: dict, n: int, label: str) -> dict:
 
 async def plain_consumer(bootstrap: str, topic: str, n: int) -> dict:
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex[:6]}",
-                         auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=1 << 22)
+                         auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=1 << 22,
+                         **client_kwargs())
     await c.start()
     try:
         count, start = 0, None
