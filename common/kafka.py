@@ -148,10 +148,11 @@ class KafkaSecurity:
         return context
 
     def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for AIOKafkaProducer / AIOKafkaConsumer / AIOKafkaAdminClient."""
+        """Keyword arguments for AIOKafkaProducer / AIOKafkaConsumer / AIOKafkaAdminClient: the same as Faust
+        derives from faust_credentials(), key for key."""
         kwargs: dict[str, Any] = {"security_protocol": self.protocol.value}
-        if self.protocol.tls:
-            kwargs["ssl_context"] = self.ssl_context
+        if self.protocol is not SecurityProtocol.PLAINTEXT:
+            kwargs["ssl_context"] = self.ssl_context  # None with SASL_PLAINTEXT
         if self.protocol.sasl:
             kwargs.update(sasl_mechanism=self.mechanism.value, sasl_plain_username=self.username,
                           sasl_plain_password=self.password)

@@ -66,13 +66,16 @@ def _tls_finding(exc: ssl.SSLError, server: str, security: KafkaSecurity) -> Fin
 def explain(exc: BaseException, server: str, security: KafkaSecurity) -> Finding:
     """The meaning of a failed connection to `server` under `security`."""
     p, m = security.protocol, security.mechanism
+    if isinstance(exc, errors.KafkaConnectionError) and isinstance(exc.__cause__, ssl.SSLError):
+        exc = exc.__cause__  # TLS 1.3: the server's alert (e.g. certificate required) ends the first read
     if isinstance(exc, ssl.SSLError):
         return _tls_finding(exc, server, security)
     if isinstance(exc, errors.SaslAuthenticationFailed):
         return Finding(True, f"KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD refused by {server} (user "
                              f"{security.username}, KAFKA_SASL_MECHANISM={m}): {exc}")
     if isinstance(exc, errors.UnsupportedSaslMechanismError):
-        return Finding(True, f"KAFKA_SASL_MECHANISM={m} is not offered by {server}: {exc}")
+        offered = str(exc) if "Enabled mechanisms" in str(exc) else "it offers none: is SASL enabled there?"
+        return Finding(True, f"KAFKA_SASL_MECHANISM={m} is not offered by {server} ({offered})")
     if isinstance(exc, errors.IllegalSaslStateError):
         return Finding(True, f"{server} does not expect SASL here: its listener is not SASL_SSL/SASL_PLAINTEXT "
                              f"(KAFKA_SECURITY_PROTOCOL={p})")
@@ -84,8 +87,12 @@ def explain(exc: BaseException, server: str, security: KafkaSecurity) -> Finding
                 if p.tls else "")
         return Finding(False, f"{server} did not answer in time{hint}")
     if isinstance(exc, errors.KafkaConnectionError):
-        hint = ("if that listener uses TLS, set KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL" if not p.tls else
-                "it may require a client certificate (KAFKA_SSL_CERT_FILE/KAFKA_SSL_KEY_FILE)")
+        if not p.tls:
+            hint = "if that listener uses TLS, set KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL"
+        else:
+            sent = f"sent {security.cert_file}" if security.cert_file else "none sent"
+            hint = (f"it may require a client certificate signed by a CA it trusts ({sent}; "
+                    "KAFKA_SSL_CERT_FILE/KAFKA_SSL_KEY_FILE)")
         return Finding(False, f"{server} closed the connection without answering: {hint}")
     return Finding(False, f"{server}: {exc!r}")
 
