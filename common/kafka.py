@@ -83,8 +83,11 @@ class KafkaSecurity:
     def from_values(cls, protocol: str, mechanism: str, username: str | None = None, password: str | None = None,
                     ca_file: str | None = None, cert_file: str | None = None,
                     key_file: str | None = None) -> KafkaSecurity:
-        """From the settings' raw strings; the password becomes a masked secret of the logs at once."""
-        logs.register_secrets([password or ""])
+        """From the settings' raw strings; the password becomes a masked secret of the logs at once, also in
+        aiokafka's DEBUG dump of requests (a SASL PLAIN request carries it, as bytes: hence its repr too)."""
+        if password:
+            logs.register_secrets([password, repr(password.encode())[2:-1]])
+            logs.mask_logger("aiokafka.conn")
         return cls(_enum(SecurityProtocol, "KAFKA_SECURITY_PROTOCOL", protocol),
                    _enum(SaslMechanism, "KAFKA_SASL_MECHANISM", mechanism),
                    username or None, password or None, ca_file or None, cert_file or None, key_file or None)

@@ -7,6 +7,7 @@ partition leaders included, goes through TLS. Certificates come from `trustme` C
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +21,8 @@ from els.broker import EmbeddedBroker, free_port, wait_for_port
 
 def stunnel_binary() -> str:
     found = shutil.which("stunnel4") or shutil.which("stunnel")
+    if found is None and os.environ.get("CI"):
+        pytest.fail("stunnel4 is missing in CI: .ci/run installs Debian's stunnel4 package")
     if found is None:
         pytest.skip("stunnel is not installed: apt-get install stunnel4 (.ci/run installs it)")
     return found
@@ -28,8 +31,8 @@ def stunnel_binary() -> str:
 class TlsBroker:
     """`with TlsBroker(tmp_path) as b:` b.bootstrap is the TLS address, b.security how to reach it.
 
-    `client_ca`: require client certificates signed by it (mutual TLS); `names`: what the broker's certificate
-    names (the TLS address is always 127.0.0.1)."""
+    `client_ca`: require client certificates signed by it (mutual TLS); `names`: the host names and addresses
+    the broker's certificate carries."""
 
     def __init__(self, workdir: Path, client_ca: trustme.CA | None = None, host: str = "127.0.0.1",
                  names: tuple[str, ...] = ("127.0.0.1", "localhost")):
@@ -38,7 +41,7 @@ class TlsBroker:
         self.host = host
         self.ca = trustme.CA()
         self.client_ca = client_ca
-        self.names = names  # the host names and addresses the broker's certificate carries
+        self.names = names
         self.tls_port = free_port(host)
         self.plain_port = free_port(host)
         self.broker = EmbeddedBroker(host, self.plain_port, log_path=str(self.dir / "tansu.log"),

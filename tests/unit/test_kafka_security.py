@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from pathlib import Path
 
 import faust
 import pytest
@@ -209,7 +210,7 @@ def _files(pki) -> dict[str, str]:
 
 def test_cert_and_key_in_one_file_is_accepted(pki):
     both = pki["dir"] / "both.pem"
-    both.write_text(open(pki["cert"]).read() + open(pki["key"]).read())
+    both.write_text(Path(pki["cert"]).read_text() + Path(pki["key"]).read_text())
     s = security("SSL", KAFKA_SSL_CERT_FILE=str(both), KAFKA_SSL_KEY_FILE=str(both))
     assert s.ssl_context is not None
 
@@ -246,3 +247,34 @@ def test_each_command_refuses_bad_settings_with_exit_2(cmd, monkeypatch, capsys)
     assert main([cmd, "--kafka-security-protocol", "SASL_SSL", "--kafka-sasl-password", PASSWORD, *extra]) == 2
     err = capsys.readouterr().err
     assert f"els {cmd}: KAFKA_SECURITY_PROTOCOL=SASL_SSL needs KAFKA_SASL_USERNAME" in err and PASSWORD not in err
+
+
+async def test_aiokafkas_debug_dump_of_a_plain_authentication_is_masked_whatever_formats_it():
+    """aiokafka logs every request at DEBUG, the SASL PLAIN one with the password in it; the Faust worker formats
+    records itself, so the mask sits on aiokafka's logger, before any handler."""
+    import asyncio
+    import io
+
+    from aiokafka.conn import SaslPlainAuthenticator
+    from aiokafka.protocol.admin import SaslAuthenticateRequest_v1
+
+    password = "pässwörd-of-svc"
+    KafkaSecurity.from_values("SASL_SSL", "PLAIN", "svc-els", password)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))  # not the pipeline's formatter
+    logger = logging.getLogger("aiokafka.conn")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        auth = SaslPlainAuthenticator(loop=asyncio.get_running_loop(), sasl_plain_password=password,
+                                      sasl_plain_username="svc-els")
+        payload, _ = await auth.step(None)
+        logger.debug("Request to %s:%d %d: %s", "kafka-1", 9093, 2, SaslAuthenticateRequest_v1(payload))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    out = stream.getvalue()
+    assert "SaslAuthenticateRequest_v1" in out and "svc-els" in out and "***" in out
+    assert password not in out and repr(password.encode())[2:-1] not in out
