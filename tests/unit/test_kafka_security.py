@@ -278,3 +278,13 @@ async def test_aiokafkas_debug_dump_of_a_plain_authentication_is_masked_whatever
     out = stream.getvalue()
     assert "SaslAuthenticateRequest_v1" in out and "svc-els" in out and "***" in out
     assert password not in out and repr(password.encode())[2:-1] not in out
+
+
+def test_els_up_does_not_start_the_plaintext_embedded_broker_for_secured_settings(capsys, pki):
+    from els.broker import free_port
+    from els.up import run_embedded
+
+    cfg = Config.from_env({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "KAFKA_SECURITY_PROTOCOL": "SSL",
+                           "KAFKA_SSL_CA_FILE": pki["ca"]})
+    assert run_embedded(cfg, {}, None, True) == 2
+    assert "embedded broker speaks only PLAINTEXT, not KAFKA_SECURITY_PROTOCOL=SSL" in capsys.readouterr().err
