@@ -223,3 +223,28 @@ def _run_for(argv: list[str], env: dict[str, str], seconds: float, log: Path) ->
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     return log.read_text(errors="replace")
+
+
+async def test_els_broker_advertises_the_address_given():
+    """`els broker --advertised-address`: what a TLS terminator in front of it needs (the clients' metadata names
+    the terminator, so every connection goes through it)."""
+    from aiokafka import AIOKafkaClient
+
+    from els.broker import wait_for_port
+
+    port, advertised = free_port(), f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "els.cli", "broker", "--kafka-bootstrap-servers",
+                             f"127.0.0.1:{port}", "--advertised-address", advertised], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert wait_for_port("127.0.0.1", port, 15)
+        client = AIOKafkaClient(bootstrap_servers=f"127.0.0.1:{port}")
+        await client.bootstrap()
+        try:
+            assert {f"{b.host}:{b.port}" for b in client.cluster.brokers()} == {advertised}
+        finally:
+            await client.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert f"advertised to clients as {advertised}" in err
