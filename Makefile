@@ -1,6 +1,14 @@
 # Everything a newcomer needs: `make up` runs the pipeline, `make test` proves it. Both create the
-# virtualenv on first use (Python 3.11 and make are the only prerequisites).
-PYTHON ?= python3.11
+# virtualenv on first use (Python 3.11, 3.12 or 3.13, and make, are the only prerequisites).
+#
+# PYTHON, when not given: the newest of python3.13, python3.12, python3.11 on PATH that actually runs (a pyenv
+# shim of a version that is not selected is on PATH but fails), else python3 if it is one of those versions.
+# One venv per version when switching: `make test-fast PYTHON=python3.13 VENV=.venv-3.13`.
+SUPPORTED  := python3.13 python3.12 python3.11
+VERSION_OK := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for p in $(SUPPORTED) python3; do $$p -c '$(VERSION_OK)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+endif
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -8,8 +16,12 @@ STAMP  := $(VENV)/.installed
 .PHONY: install up test test-fast lint bench soak clean
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "no supported Python found: none of $(SUPPORTED) (or python3 as one of them) runs." \
+	  "Install Python 3.11, 3.12 or 3.13, or name one: make PYTHON=/path/to/python3.x ..."; exit 1; }
+	@$(PYTHON) -c '$(VERSION_OK)' >/dev/null 2>&1 || { echo "PYTHON=$(PYTHON) does not run, or is not" \
+	  "Python 3.11, 3.12 or 3.13"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "$(VENV): $$($(BIN)/python -V)"
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
@@ -37,4 +49,4 @@ soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak
 
 clean:
-	rm -rf $(VENV) var test-artifacts .pytest_cache
+	rm -rf $(VENV) .venv-3.* var test-artifacts .pytest_cache

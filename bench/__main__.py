@@ -1,7 +1,9 @@
-"""`make bench`: the processor's throughput against two baselines on the same preloaded topic, and Datadog
-requests/bytes against one request per event. Ratios, not absolute times: the machine is shared.
+"""`make bench`: the processor's throughput against two baselines on the same preloaded topic, and on a topic
+written by a running `els ingest`; Datadog requests/bytes against one request per event. Ratios, not absolute
+times: the machine is shared.
 
-    python -m bench [--events N] [--only processor|delivery|ingest|memory]
+    python -m bench [--events N] [--ingest-events N]
+                    [--only processor|processor_ingest|delivery|ingest|memory]
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from bench.procs import status_kb, stop
+from bench.procs import spawn, status_kb, stop
 from common.kafka import client_kwargs
 from common.topics import ensure_topics
 from els.broker import EmbeddedBroker, free_port
@@ -30,12 +32,13 @@ PARTITIONS = 8
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_events(n: int, seed: int = 7) -> tuple[Simulator, list[dict]]:
+def make_events(n: int, seed: int = 7, minutes: int = 45, ago: int = 50) -> tuple[Simulator, list[dict]]:
+    """n simulated events, chains starting over `minutes` from `ago` minutes back: a backlog a worker meets."""
     sim = Simulator(seed=seed, flows=20, helpers=5, dup_rate=0.05)
     now = int(time.time() * 1000)
     events: list[dict] = []
     while len(events) < n:
-        events += sim.workload(500, now - 50 * 60_000, 45 * 60_000)
+        events += sim.workload(500, now - ago * 60_000, minutes * 60_000)
     # Okta sends events as they happen: in time order (the simulator emits chain by chain). Within a
     # chain, equal timestamps keep their generated order (sort is stable).
     events = sorted(events[:n], key=lambda e: e["timestamp"])
@@ -48,11 +51,10 @@ async def preload(bootstrap: str, topic: str, events: list[dict]) -> None:
 
 
 async def run_worker(cmd: list[str], env: dict, n: int, label: str) -> dict:
-    """Start a worker, wait until its /els/stats/ says it processed n records; rate from the first record."""
+    """Start a worker, wait until its /els/stats/ says it processed n records; rate from the first record, its
+    peak RSS (VmHWM) and its last /els/stats/."""
     port = free_port()
-    env = {**os.environ, **env, "ELS_WEB_PORT": str(port)}
-    log = open(ROOT / "var" / f"bench-{label}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc, log = spawn(cmd, {**env, "ELS_WEB_PORT": str(port)}, label)
     first = None
     try:
         async with aiohttp.ClientSession() as s:
@@ -63,21 +65,59 @@ async def run_worker(cmd: list[str], env: dict, n: int, label: str) -> dict:
                     raise RuntimeError(f"{label} exited; see var/bench-{label}.log")
                 try:
                     async with s.get(f"http://127.0.0.1:{port}/els/stats/") as r:
-                        done = (await r.json()).get("records", 0)
+                        stats = await r.json()
                 except (aiohttp.ClientError, ValueError):
                     continue
+                done = stats.get("records", 0)
                 if done and first is None:
                     first = (time.monotonic(), done)
                 if done >= n:
-                    async with s.get(f"http://127.0.0.1:{port}/els/stats/") as r2:
-                        print(label, "stats:", await r2.json(), file=sys.stderr)
                     elapsed = time.monotonic() - first[0]
                     rss = status_kb(proc.pid, "VmHWM")
+                    print(label, "stats:", stats, file=sys.stderr)
                     return {"events_per_s": (done - first[1]) / elapsed if elapsed > 0 else float("inf"),
-                            "seconds": elapsed, "rss_mb": rss / 1024}
+                            "seconds": elapsed, "rss_mb": rss / 1024, "stats": stats}
         raise TimeoutError(label)
     finally:
         stop(proc, log)
+
+
+def engine_us(stats: dict) -> tuple[float | None, str]:
+    """The engine's own cost per event from the worker's /els/stats/, and where it came from: its
+    `engine_us_per_event` when it reports one, else the step time over the records (`t_step_ms` / `records`:
+    the engine step of each batch, its parse included, nothing of Faust, state writes or sends)."""
+    if stats.get("engine_us_per_event") is not None:
+        return round(float(stats["engine_us_per_event"]), 1), "engine_us_per_event"
+    if stats.get("t_step_ms") is not None and stats.get("records"):
+        return round(1000 * stats["t_step_ms"] / stats["records"], 1), "t_step_ms/records"
+    return None, "absent"
+
+
+def worker_env(bootstrap: str, topic: str) -> dict:
+    """Both workers' settings on a raw topic (the processor's other topics are named after it)."""
+    return {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_PARTITIONS": str(PARTITIONS), "ELS_RAW_TOPIC": topic,
+            "ELS_OUT_TOPIC": topic + "-out", "ELS_DEADLETTER_TOPIC": topic + "-dl",
+            "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_SESSION_TIMEOUT_SECONDS": "6",
+            "ELS_DATA_DIR": "var/faust-bench", "ELS_LOG_LEVEL": "WARNING",
+            # a 40-45-minute backlog (catching up after an outage): every event still counts in its window
+            "ELS_LATENESS_SECONDS": "3600",
+            "ELS_DRY_RUN_FILE": f"var/bench-dry-run-{topic}.ndjson", "DD_API_KEY": ""}
+
+
+async def faust_min_vs_processor(bootstrap: str, topic: str, n: int, suffix: str = "") -> dict:
+    """The minimal Faust agent, then `els process`, each reading the topic's n records to the end."""
+    env = worker_env(bootstrap, topic)
+    faust_min = await run_worker([sys.executable, "-m", "faust", "-A", "bench.baseline_faust", "worker", "-l",
+                                  "warn"], {**env, "BENCH_APP_ID": f"bench-min-{topic}"}, n, "faust-min" + suffix)
+    proc = await run_worker([sys.executable, "-m", "els.cli", "process"],
+                            {**env, "ELS_APP_ID": f"bench-proc-{topic}"}, n, "processor" + suffix)
+    us, source = engine_us(proc["stats"])
+    return {"processor_events_per_s": round(proc["events_per_s"]),
+            "faust_min_events_per_s": round(faust_min["events_per_s"]),
+            "ratio_vs_faust_min": round(proc["events_per_s"] / faust_min["events_per_s"], 3),
+            "processor_peak_rss_mb": round(proc["rss_mb"], 1),
+            "faust_min_peak_rss_mb": round(faust_min["rss_mb"], 1),
+            "engine_us_per_event": us, "engine_us_source": source}
 
 
 async def plain_consumer(bootstrap: str, topic: str, n: int) -> dict:
@@ -101,29 +141,33 @@ async def plain_consumer(bootstrap: str, topic: str, n: int) -> dict:
 
 
 async def processor_bench(bootstrap: str, n: int) -> dict:
+    """A topic preloaded in large batches: n events over 45 minutes of event time."""
     sim, events = make_events(n)
     topic = f"bench-raw-{uuid.uuid4().hex[:6]}"
     t = time.monotonic()
     await preload(bootstrap, topic, events)
     print(f"preloaded {n} events in {time.monotonic() - t:.1f}s", file=sys.stderr)
-    (ROOT / "var").mkdir(exist_ok=True)
-    base_env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_PARTITIONS": str(PARTITIONS), "ELS_RAW_TOPIC": topic,
-                "ELS_OUT_TOPIC": topic + "-out", "ELS_DEADLETTER_TOPIC": topic + "-dl",
-                "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_SESSION_TIMEOUT_SECONDS": "6", "ELS_DATA_DIR": "var/faust-bench", "ELS_LOG_LEVEL": "WARNING",
-                # a 45-minute backlog (catching up after an outage): every event still counts in its window
-                "ELS_LATENESS_SECONDS": "3600",
-                "ELS_DRY_RUN_FILE": f"var/bench-dry-run-{topic}.ndjson", "DD_API_KEY": ""}
     plain = await plain_consumer(bootstrap, topic, n)
-    faust_min = await run_worker([sys.executable, "-m", "faust", "-A", "bench.baseline_faust", "worker", "-l",
-                                  "warn"], {**base_env, "BENCH_APP_ID": f"bench-min-{topic}"}, n, "faust-min")
-    proc = await run_worker([sys.executable, "-m", "els.cli", "process"],
-                            {**base_env, "ELS_APP_ID": f"bench-proc-{topic}"}, n, "processor")
-    return {"events": n, "processor_events_per_s": round(proc["events_per_s"]),
-            "faust_min_events_per_s": round(faust_min["events_per_s"]),
-            "plain_consumer_events_per_s": round(plain["events_per_s"]),
-            "ratio_vs_faust_min": round(proc["events_per_s"] / faust_min["events_per_s"], 3),
-            "ratio_vs_plain_consumer": round(proc["events_per_s"] / plain["events_per_s"], 3),
-            "processor_peak_rss_mb": round(proc["rss_mb"], 1)}
+    both = await faust_min_vs_processor(bootstrap, topic, n)
+    return {"events": n, **both, "plain_consumer_events_per_s": round(plain["events_per_s"]),
+            "ratio_vs_plain_consumer": round(both["processor_events_per_s"] / plain["events_per_s"], 3)}
+
+
+async def processor_ingest_bench(bootstrap: str, n: int, minutes: int = 40) -> dict:
+    """A topic written by a running `els ingest`, one POST per event (bench/via_ingest.py): n events over
+    `minutes` of event time, so the processor's peak RSS here is that of a worker meeting such a backlog."""
+    from bench.via_ingest import write_through_ingest
+
+    sim, events = make_events(n, seed=11, minutes=minutes, ago=minutes + 1)
+    topic = f"bench-via-ingest-{uuid.uuid4().hex[:6]}"
+    wrote = await write_through_ingest(bootstrap, topic, events, PARTITIONS)
+    print(f"els ingest wrote {wrote['written']} of {n} events in {wrote['seconds']:.1f}s", file=sys.stderr)
+    both = await faust_min_vs_processor(bootstrap, topic, wrote["written"], suffix="-via-ingest")
+    return {"events": n, "event_minutes": minutes, "records": wrote["written"],
+            "ingest_write_events_per_s": round(wrote["written"] / wrote["seconds"]),
+            "ingest_connections": wrote["connections"],
+            "ingest_not_accepted": wrote["answered"] - wrote["accepted"], **both,
+            "processor_peak_rss_target_mb": 200}
 
 
 async def delivery_bench(bootstrap: str, n: int, seconds: float = 60.0) -> dict:
@@ -191,7 +235,9 @@ async def delivery_bench(bootstrap: str, n: int, seconds: float = 60.0) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=int(os.environ.get("BENCH_EVENTS", 200_000)))
-    ap.add_argument("--only", choices=["processor", "delivery", "ingest", "memory"])
+    ap.add_argument("--ingest-events", type=int, default=int(os.environ.get("BENCH_INGEST_EVENTS", 100_000)),
+                    help="events POSTed through els ingest for processor_ingest (a 40-minute backlog)")
+    ap.add_argument("--only", choices=["processor", "processor_ingest", "delivery", "ingest", "memory"])
     args = ap.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     broker = None
@@ -204,6 +250,8 @@ def main() -> int:
     try:
         if args.only in (None, "processor"):
             results["processor"] = asyncio.run(processor_bench(bootstrap, args.events))
+        if args.only in (None, "processor_ingest"):
+            results["processor_ingest"] = asyncio.run(processor_ingest_bench(bootstrap, args.ingest_events))
         if args.only in (None, "delivery"):
             results["delivery"] = asyncio.run(delivery_bench(bootstrap, 10_000))
         if args.only in (None, "memory"):

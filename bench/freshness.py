@@ -86,7 +86,7 @@ async def wait_assigned(proc: subprocess.Popen, port: int, partitions: int, time
                 raise RuntimeError("the worker exited; see its log in var/")
             try:
                 async with s.get(f"http://127.0.0.1:{port}/els/status.json") as r:
-                    if len((await r.json()).get("partitions") or ()) >= partitions:
+                    if sum(bool(p.get("answered")) for p in (await r.json()).get("partitions") or ()) >= partitions:
                         return
             except (aiohttp.ClientError, ValueError):
                 pass

@@ -36,9 +36,7 @@ from common.kafka import client_kwargs
 from els.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = Path(os.environ.get("ELS_SAMPLES_DIR", ROOT.parent / "shared" / "els-samples")) / "doc-parent-flow-start.json"
-if not SAMPLE.exists():
-    SAMPLE = Path("/work/shared/els-samples/doc-parent-flow-start.json")
+SAMPLE = Path(os.environ.get("ELS_SAMPLES_DIR", ROOT / "examples" / "els-samples")) / "doc-parent-flow-start.json"
 WRK = os.environ.get("WRK", "/usr/bin/wrk")
 SECRET = "bench-" + uuid.uuid4().hex
 PARTITIONS = 8

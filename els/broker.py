@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -129,6 +131,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+# Tansu logs an ERROR when it refuses an idempotent producer (InitProducerId without a producer id); ingest
+# expects that refusal, falls back, and explains it with one warning of its own.
+_REFUSAL = re.compile(rb"ERROR\s+tansu_storage::dynostore:\s*\d+:\s*producer=None epoch=None\s*$")
+_ANSI = re.compile(rb"\x1b\[[0-9;]*m")
+
+
+def _relay(source, out) -> None:
+    """Tansu's output, line by line, without the refusal that is not an error here."""
+    for line in iter(source.readline, b""):
+        if not _REFUSAL.search(_ANSI.sub(b"", line)):
+            out.write(line)
+            out.flush()
+
+
 def run_foreground(bootstrap: str, advertised: str | None = None) -> int:
     """`els broker`: run Tansu in the foreground until Ctrl-C; exit 2 when the port is taken."""
     host, port = split_host_port(bootstrap)
@@ -145,7 +161,8 @@ def run_foreground(bootstrap: str, advertised: str | None = None) -> int:
     print(f"els broker: embedded Kafka-compatible broker (Tansu) on {host}:{port}{told}. "
           "MEMORY STORAGE, for development and tests: everything is lost when it stops. Ctrl-C stops it.",
           file=sys.stderr, flush=True)
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    threading.Thread(target=_relay, args=(proc.stdout, sys.stdout.buffer), daemon=True).start()
 
     def stop(signum, frame):
         raise KeyboardInterrupt

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from common import logs
 from common.config import BY_ENV, Config, ConfigError
@@ -138,8 +139,6 @@ def _simulate_options(p: argparse.ArgumentParser) -> None:
 
 
 def _simulate_token(args, cfg: Config) -> str | None:
-    from pathlib import Path
-
     if args.token:
         return args.token
     if os.environ.get("ELS_SIMULATE_TOKEN"):
@@ -182,6 +181,7 @@ def cmd_simulate(args, names) -> int:
     expected = sim.expected.as_json()
     print(f"els simulate: {result.summary(elapsed)}", file=sys.stderr if args.json else sys.stdout)
     if args.expected_json:
+        Path(args.expected_json).parent.mkdir(parents=True, exist_ok=True)  # var/ may not exist yet
         with open(args.expected_json, "w") as f:
             json.dump(expected, f, indent=2, sort_keys=True)
     if args.json:

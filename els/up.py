@@ -3,7 +3,9 @@
 With a Docker engine (`docker info` succeeds) it runs `docker compose up --build` on the repository's
 docker-compose.yml (real Kafka). Without one (a docker client alone does not count) it runs the embedded broker,
 `els ingest` and `els process` itself. Either way the ingest secret comes from ELS_AUTH_TOKENS, or is generated
-once into var/ingest-secret and reused, so the value pasted into Okta stays valid across restarts.
+once into var/ingest-secret and reused, so the value pasted into Okta stays valid across restarts. What to set in
+Okta, and the status page, are printed once ingest's /readyz answers and the worker's /els/stats/ says `ready`
+(its partitions assigned and recovered): "ready" is then true, not seconds early.
 
 In the embedded mode the children run in their own process group, so a Ctrl-C reaches only `els up`, which
 stops them in order (ingest, so nothing more is accepted; processor; broker) and waits for each; SIGTERM and SIGHUP do the same, and a
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import secrets
 import shutil
@@ -70,8 +73,16 @@ def _compose_command() -> list[str] | None:
     return [shutil.which("docker-compose")] if shutil.which("docker-compose") else None
 
 
-def _banner(cfg: Config, secret: str | None, configured: bool, engine: str) -> str:
-    host = "127.0.0.1" if cfg.els_ingest_host in ("0.0.0.0", "::", "") else cfg.els_ingest_host
+def _local_host(cfg: Config) -> str:
+    return "127.0.0.1" if cfg.els_ingest_host in ("0.0.0.0", "::", "") else cfg.els_ingest_host
+
+
+def status_url(cfg: Config) -> str:
+    """The status page every worker serves (published on 127.0.0.1 by docker compose too)."""
+    return f"http://127.0.0.1:{cfg.els_web_port}/els/status/"
+
+
+def _banner(cfg: Config, secret: str | None, configured: bool, engine: str, processor_ready: bool = True) -> str:
     if cfg.els_auth_disabled and not cfg.auth_tokens:
         value = "(none: ELS_AUTH_DISABLED=1, development only)"
     elif configured:
@@ -81,10 +92,12 @@ def _banner(cfg: Config, secret: str | None, configured: bool, engine: str) -> s
     datadog = ("sending to Datadog (" + cfg.dd_site + ")" if cfg.dd_api_key else
                f"DRY RUN: DD_API_KEY is not set, so nothing is sent; the requests go to {cfg.els_dry_run_file}"
                + (" inside the processor container" if engine == "docker" else ""))
+    state = "ready" if processor_ready else \
+        "ingest is ready, the processor is still starting (events wait in Kafka meanwhile)"
     lines = [
         "",
-        f"els up ({engine}): ready. In Okta Workflows, set up Execution Log Streaming with:",
-        f"  URL:          http://{host}:{cfg.els_ingest_port}/v1/events",
+        f"els up ({engine}): {state}. In Okta Workflows, set up Execution Log Streaming with:",
+        f"  URL:          http://{_local_host(cfg)}:{cfg.els_ingest_port}/v1/events",
         "                (Okta's cloud needs https://<this host's public name>/v1/events: put it behind your",
         "                 HTTPS reverse proxy or load balancer)",
         f"  Header name:  {cfg.els_auth_header}",
@@ -95,11 +108,28 @@ def _banner(cfg: Config, secret: str | None, configured: bool, engine: str) -> s
     lines += [
         "  Event types:  all flow execution events",
         f"  Datadog:      {datadog}",
-        f"  Status:       http://127.0.0.1:{cfg.els_web_port}/els/flows/",
+        f"  Status page:  {status_url(cfg)}",
         "Ctrl-C stops everything.",
         "",
     ]
     return "\n".join(lines)
+
+
+def ingest_ready(cfg: Config) -> bool:
+    """Ingest's /readyz: 200 once its producer reaches the broker."""
+    with contextlib.suppress(OSError, urllib.error.URLError, ValueError), \
+            urllib.request.urlopen(f"http://{_local_host(cfg)}:{cfg.els_ingest_port}/readyz", timeout=2) as r:
+        return r.status == 200
+    return False
+
+
+def worker_ready(cfg: Config) -> bool:
+    """The worker's /els/stats/ says `ready`: its partitions are assigned and their state recovered. Its web
+    server answers seconds earlier, while Faust still waits for the group to form."""
+    with contextlib.suppress(OSError, urllib.error.URLError, ValueError), \
+            urllib.request.urlopen(f"http://127.0.0.1:{cfg.els_web_port}/els/stats/", timeout=2) as r:
+        return json.loads(r.read()).get("ready") is True
+    return False
 
 
 def run(cfg: Config) -> int:
@@ -126,7 +156,8 @@ def run_docker(cfg: Config, env: dict[str, str], secret: str | None, configured:
         return 2
     if cfg.els_auth_disabled and not cfg.auth_tokens:
         env["ELS_AUTH_TOKENS"] = "unused-auth-disabled"  # compose requires a value; ingest ignores it
-    print(_banner(cfg, secret, configured, "docker"), flush=True)
+    print("els up (docker): docker compose up --build; what to set in Okta follows once ingest and the processor "
+          "are ready", flush=True)
     proc = subprocess.Popen([*compose, "-f", str(COMPOSE_FILE), "up", "--build"], env=env)
 
     def forward(signum, frame):
@@ -136,7 +167,14 @@ def run_docker(cfg: Config, env: dict[str, str], secret: str | None, configured:
 
     previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
     try:
-        code = proc.wait()
+        announced = False
+        while proc.poll() is None:
+            if not announced and ingest_ready(cfg) and worker_ready(cfg):
+                print(_banner(cfg, secret, configured, "docker"), flush=True)
+                announced = True
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(1)
+        code = proc.returncode
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -149,15 +187,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _ready(url: str, timeout: float, children: list[tuple[str, subprocess.Popen]]) -> bool:
+def _wait_until(check, timeout: float, children: list[tuple[str, subprocess.Popen]]) -> bool:
+    """Poll `check` until it holds; False after `timeout` or as soon as a child exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(p.poll() is not None for _, p in children):
             return False
-        with contextlib.suppress(OSError, urllib.error.URLError), urllib.request.urlopen(url, timeout=2) as r:
-            if r.status == 200:
-                return True
-        time.sleep(0.2)
+        if check():
+            return True
+        time.sleep(0.3)
     return False
 
 
@@ -206,22 +244,7 @@ def run_embedded(cfg: Config, env: dict[str, str], secret: str | None, configure
             children.append((name, subprocess.Popen([sys.executable, "-m", "els.cli", name], env=env,
                                                     stdin=subprocess.DEVNULL, process_group=0,
                                                     preexec_fn=_die_with_parent)))
-        ingest_host = "127.0.0.1" if cfg.els_ingest_host in ("0.0.0.0", "::", "") else cfg.els_ingest_host
-        if not _ready(f"http://{ingest_host}:{cfg.els_ingest_port}/readyz", 90, children):
-            if any(p.poll() is not None for _, p in children):
-                return _child_died(children)
-            print("els up: ingest did not become ready within 90 s (see its log above); stopping", file=sys.stderr)
-            return 1
-        # The processor's web answers once Faust's start-up output is done: the banner then stays in view.
-        web_ready = _ready(f"http://127.0.0.1:{cfg.els_web_port}/els/stats/", 120, children)
-        if not web_ready and any(p.poll() is not None for _, p in children):
-            return _child_died(children)
-        print(_banner(cfg, secret, configured, "embedded broker"), flush=True)
-        if not web_ready:
-            print("els up: the processor is still starting; events are kept in Kafka meanwhile", flush=True)
-        while all(p.poll() is None for _, p in children):
-            time.sleep(0.5)
-        return _child_died(children)
+        return _announce_and_watch(cfg, secret, configured, children)
     except _Stop as stop:
         print(f"els up: {signal.Signals(stop.args[0]).name}: stopping ingest, processor and broker", flush=True)
         return 0
@@ -232,6 +255,26 @@ def run_embedded(cfg: Config, env: dict[str, str], secret: str | None, configure
             broker.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _announce_and_watch(cfg: Config, secret: str | None, configured: bool,
+                        children: list[tuple[str, subprocess.Popen]]) -> int:
+    """Print the Okta settings once ingest and the worker are ready (the banner then follows Faust's start-up
+    output and stays in view), then watch the children until one exits."""
+    if not _wait_until(lambda: ingest_ready(cfg), 90, children):
+        if any(p.poll() is not None for _, p in children):
+            return _child_died(children)
+        print("els up: ingest did not become ready within 90 s (see its log above); stopping", file=sys.stderr)
+        return 1
+    ready = _wait_until(lambda: worker_ready(cfg), 120, children)
+    if not ready and any(p.poll() is not None for _, p in children):
+        return _child_died(children)
+    print(_banner(cfg, secret, configured, "embedded broker", processor_ready=ready), flush=True)
+    while all(p.poll() is None for _, p in children):
+        if not ready and (ready := worker_ready(cfg)):
+            print(f"els up: the processor is ready too; status page: {status_url(cfg)}", flush=True)
+        time.sleep(0.5)
+    return _child_died(children)
 
 
 def _child_died(children: list[tuple[str, subprocess.Popen]]) -> int:

@@ -23,6 +23,24 @@ from common.topics import ensure_topics
 log = logging.getLogger("els.ingest.kafka")
 
 
+class _InitProducerIdRefusal(logging.Filter):
+    """Drops aiokafka's ERROR for a refused InitProducerId: the probe expects it, and our warning explains it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Unexpected error during InitProducerIdRequest")
+
+
+@contextlib.contextmanager
+def _refusal_not_logged_as_error():
+    """Only while the idempotent producer is being tried: any other aiokafka error still reaches the logs."""
+    sender_log, quiet = logging.getLogger("aiokafka.producer.sender"), _InitProducerIdRefusal()
+    sender_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        sender_log.removeFilter(quiet)
+
+
 class NotAcknowledged(Exception):
     """Kafka did not acknowledge in time (or refused): the client must retry, nothing may be answered 2xx."""
 
@@ -118,7 +136,8 @@ class KafkaWriter:
     async def _start_producer(self) -> AIOKafkaProducer:
         producer = self._new_producer(idempotent=True)
         try:
-            await producer.start()
+            with _refusal_not_logged_as_error():
+                await producer.start()
             self.idempotent = True
             return producer
         except KafkaError as exc:

@@ -4,7 +4,20 @@ Built from the environment at import, because that is how Faust's command line f
 processor/worker.py.
 """
 
+from pathlib import Path
+
 from common.config import Config
 from processor.worker import create_app
 
 app = create_app(Config.from_env())
+
+
+def _make_data_dir(sender, **kwargs) -> None:
+    """Faust creates its data directory (ELS_DATA_DIR) without parents, and a fresh clone has no var/ yet.
+
+    Runs when Faust's command line prepares a worker (`els process`, `faust -A processor.app worker`), not on
+    a mere import."""
+    Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)
+
+
+app.on_worker_init.connect(_make_data_dir)

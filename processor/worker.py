@@ -5,7 +5,7 @@ raw records, hands each partition's share to the engine (processor/engine.py), w
 the outputs, and only then writes the new state to the tables. A leader-only timer sends a tick record into
 every raw partition each ELS_FLUSH_SECONDS: ticks travel with the events, so window closing and emission
 happen inside the stream, in order, for every partition, also after restarts and rebalances (Faust's own
-on_window_close is not used; see PRODUCT.md).
+on_window_close is not used; README "The processor" says why).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from common import logs as els_logs
 from common.config import Config
 from processor.engine import TICK_HEADER, TICK_KEY, Engine, Record, Settings
 from processor.outbox import outbox_records
+from processor.web.tables import table_help
 
 log = logging.getLogger("els.processor")
 
@@ -105,7 +106,7 @@ def create_app(cfg: Config) -> faust.App:
                           value_serializer="raw", partitions=cfg.els_partitions)
 
     def table(name: str, help_: str) -> faust.Table:
-        return app.Table(name, key_type=str, partitions=cfg.els_partitions, help=help_)
+        return app.Table(name, key_type=str, partitions=cfg.els_partitions, help=table_help(name, help_))
 
     chains = table("chains", "Open chains and recently closed chain markers, by root execution id.")
     windows = table("windows", "Per-partition window aggregates: '<partition>|<group>|<window start ms>'.")

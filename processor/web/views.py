@@ -4,18 +4,64 @@
   worker owns (with several workers, ask each; the Datadog values are the merged truth).
 - /els/chains/{root}/: one chain by its root execution id, routed by Faust to the worker
   that owns the chain's raw partition (chain state is co-partitioned with the raw topic).
-- /els/status/ (and / redirecting to it): the human status page; it polls /els/status.json (processor/web/status.py).
+- /els/status.json: the whole cluster's status, gathered from every raw partition's owner (processor/web/cluster.py);
+  /els/status.local.json: this worker's part of it. /els/status/ (and / redirecting to it): the human page.
+- /els/keys/{table}/?prefix=&contains=&limit=&values=: a table's keys across the cluster, each with its partition
+  and owner; /els/keys.local/{table}/: this worker's part. /els/table/{table}/{key}/: one key's value, from its
+  owner.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from processor.core.bag import Bag
 from processor.sink.render import render_series
+from processor.web import cluster
+from processor.web.keys import KeyQuery, check_answer, local_keys, merged_keys
 from processor.web.page import PAGE
-from processor.web.status import RecentRise, sink_state, status_data
+from processor.web.status import (
+    SINK_COUNTERS,
+    Held,
+    RecentRise,
+    local_share,
+    merge_shares,
+    sink_state,
+    sinks_combined,
+    status_view,
+)
+from processor.web.tables import TABLE_HELP, TABLE_OWNER, Owner
+
+if TYPE_CHECKING:
+    import faust
+
+    from common.config import Config
+    from processor.engine import Engine
+    from processor.sink.agent import Sink
+
+WORKER_STATS = ("records", "batches", "deadletters", "gap_seeks")
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The worker's state these views read."""
+
+    cfg: Config
+    chains: faust.Table
+    windows: faust.Table
+    raw: faust.TopicT
+    engine: Engine
+    stats: dict[str, int]
+    sink: Sink
+
+
+def parts(app) -> Parts:
+    """The one place that knows how processor/worker.py exposes its state (`app.els`)."""
+    s = app.els
+    return Parts(s["cfg"], s["chains"], s["windows"], s["raw"], s["engine"], s["stats"], s.get("sink"))
 
 
 def flow_stats(windows, window_seconds: int, prefix: str) -> dict:
@@ -46,53 +92,81 @@ def _short(metric: str, prefix: str, tags: list[str]) -> str:
     return name + (f"{{{','.join(sorted(extra))}}}" if extra else "")
 
 
-def register(app) -> None:
-    state = app.els
-    cfg = state["cfg"]
-    chains = state["chains"]
+def _rendered(table: str, value, cfg) -> dict:
+    """A window record's bag as the values Datadog gets from it (this partition's share of the window)."""
+    if table != "windows" or not isinstance(value, dict) or not isinstance(value.get("bag"), dict):
+        return {}
+    prefix = cfg.els_metric_prefix
+    series = render_series(value.get("group", ""), value.get("ws", 0), cfg.els_window_seconds,
+                           Bag.from_dict(value["bag"]), prefix=prefix)
+    return {"values": {_short(s["metric"], prefix, s["tags"]): s["points"][0]["value"] for s in series}}
 
+
+class Cluster:
+    """Who owns which partition, and asking them (the Faust-facing half of processor/web/cluster.py)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def topic(self, owner: Owner) -> str:
+        cfg = parts(self.app).cfg
+        return cfg.els_raw_topic if owner is Owner.RAW else cfg.els_out_topic
+
+    def owned(self, topic: str, asked: list[int] | None = None) -> list[int]:
+        """The partitions of `topic` this worker actively owns (its tables also hold standby copies of others)."""
+        try:
+            actives = self.app.assignor.assigned_actives()
+        except Exception:  # noqa: BLE001 - before the first assignment Faust may not know yet
+            return []
+        mine = {tp.partition for tp in actives if tp.topic == topic}
+        return sorted(mine if asked is None else mine & set(asked))
+
+    async def ask(self, topic: str, path: str, params: dict[str, str], local, accept=None):
+        """Ask every owner of `topic`'s partitions (this worker through `local(asked)`, the others over HTTP)."""
+        try:
+            metadata = self.app.router.external_topics_metadata()
+        except Exception:  # noqa: BLE001 - no assignment yet: every partition is shown without an owner
+            metadata = {}
+        owners = cluster.owners_of(metadata, topic, parts(self.app).cfg.els_partitions)
+
+        async def remote(url: str, asked: list[int]) -> dict:
+            query = {**params, "partitions": cluster.partitions_param(asked)}
+            return await cluster.fetch_json(self.app.http_client, url, path, query)
+
+        return await cluster.ask_owners(owners, str(self.app.conf.canonical_url), local, remote, accept)
+
+
+def register(app) -> None:
+    _register_basics(app)
+    _register_status(app, Cluster(app))
+    _register_keys(app, Cluster(app))
+
+
+def _register_basics(app) -> None:
     @app.page("/els/flows/")
     async def flows_view(web, request):
-        return web.json(flow_stats(state["windows"], cfg.els_window_seconds, cfg.els_metric_prefix))
+        s = parts(app)
+        return web.json(flow_stats(s.windows, s.cfg.els_window_seconds, s.cfg.els_metric_prefix))
 
     @app.page("/els/chains/{root}/")
-    @app.topic_route(topic=state["raw"], match_info="root")  # the raw partition's owner holds the chain
+    @app.topic_route(topic=parts(app).raw, match_info="root")  # the raw partition's owner holds the chain
     async def chain_view(web, request, root):
-        value = chains.get(root)
+        s = parts(app)
+        value = s.chains.get(root)
         if value is None:
             return web.json({"error": "no open or recently closed chain with this root", "root": root}, status=404)
-        indexed = state["engine"].open_chains_of(value.get("p"))
+        indexed = s.engine.open_chains_of(value.get("p"))
         # "scheduled": the worker will consider it for closing at each tick (diagnoses a chain that never closes)
         return web.json({**value, "scheduled": None if indexed is None else root in indexed})
 
     @app.page("/els/stats/")
     async def stats_view(web, request):
         # table sizes (local store, standby copies included) show whether state stays bounded over time
-        sizes = {"table_chains": len(chains), "table_windows": len(state["windows"]),
-                 "table_sink": len(state["sink"].table)}
-        return web.json({**state["stats"], **{f"sink_{k}": v for k, v in state["sink"].stats.items()}, **sizes})
-
-    def owned_partitions() -> list[int] | None:
-        """The raw partitions this worker actively owns (its table also holds standby copies of others)."""
-        try:
-            actives = app.assignor.assigned_actives()
-        except Exception:  # noqa: BLE001 - before the first assignment Faust may not know yet
-            return []
-        return sorted(tp.partition for tp in actives if tp.topic == cfg.els_raw_topic)
-
-    retries = RecentRise()
-
-    @app.page("/els/status.json")
-    async def status_json(web, request):
-        now_ms = int(time.time() * 1000)
-        data = status_data(list(state["windows"].items()), window_seconds=cfg.els_window_seconds,
-                           prefix=cfg.els_metric_prefix, partitions=owned_partitions(), now_ms=now_ms)
-        sink = state["sink"]
-        data["partition_count"] = cfg.els_partitions
-        data["sink"] = sink_state(sink.stats, sink.client.dry_run,
-                                  retries.sample(sink.stats.get("sink_retries", 0), now_ms))
-        data["worker"] = {k: state["stats"].get(k, 0) for k in ("records", "batches", "deadletters", "gap_seeks")}
-        return web.json(data)
+        s = parts(app)
+        sizes = {"table_chains": len(s.chains), "table_windows": len(s.windows), "table_sink": len(s.sink.table)}
+        # ready: partitions assigned and their state recovered (Faust's "Worker ready"); `els up` waits for it
+        ready = app.rebalancing_count > 0 and not app.rebalancing
+        return web.json({**s.stats, **{f"sink_{k}": v for k, v in s.sink.stats.items()}, **sizes, "ready": ready})
 
     @app.page("/els/status/")
     async def status_page(web, request):
@@ -102,3 +176,120 @@ def register(app) -> None:
     async def index(web, request):
         """Registered before Faust's own "/" blueprint (applied at server start), so this one answers."""
         return web.text("", status=302, headers={"Location": "/els/status/"})
+
+
+def _register_status(app, where: Cluster) -> None:
+    retries = RecentRise()
+
+    def local_status(asked: list[int] | None) -> dict:
+        s = parts(app)
+        now_ms = int(time.time() * 1000)
+        owned = where.owned(s.cfg.els_raw_topic, asked)
+        share = local_share(list(s.windows.items()), partitions=owned, window_seconds=s.cfg.els_window_seconds)
+        sink = sink_state(s.sink.stats, s.sink.client.dry_run, retries.sample(s.sink.stats.get("sink_retries", 0),
+                                                                             now_ms))
+        return {**share, "url": str(app.conf.canonical_url), "sink": sink,
+                "worker": {k: s.stats.get(k, 0) for k in WORKER_STATS}}
+
+    @app.page("/els/status.local.json")
+    async def status_local(web, request):
+        try:
+            asked = cluster.parse_partitions(request.query.get("partitions"))
+        except ValueError:
+            return web.json({"error": "partitions must be a comma-separated list of numbers"}, status=400)
+        return web.json(local_status(asked))
+
+    @app.page("/els/status.json")
+    async def status_json(web, request):
+        cfg = parts(app).cfg
+        got = Gathered()
+        answers, states = await where.ask(cfg.els_raw_topic, "/els/status.local.json", {}, local_status, got.take)
+        data = status_view(got.held, window_seconds=cfg.els_window_seconds, prefix=cfg.els_metric_prefix,
+                           now_ms=int(time.time() * 1000))
+        data["partition_count"] = cfg.els_partitions
+        data["partitions"] = [st.as_json() for st in states]
+        data["workers"] = [{"url": a.url, "asked": a.asked, "answered": a.body is not None, "error": a.error,
+                            "partitions": a.body["partitions"] if a.body else [], **got.workers.get(a.url, {})}
+                           for a in answers]
+        data["served_by"] = str(app.conf.canonical_url)
+        data["sink"] = sinks_combined(list(got.sinks.values()))
+        data["worker"] = {k: sum(w[k] for w in got.workers.values()) for k in WORKER_STATS}
+        return web.json(data)
+
+
+class Gathered:
+    """The workers' status answers, read as they come: a share that cannot be read raises, so it counts as none."""
+
+    def __init__(self):
+        self.held = Held()
+        self.sinks: dict[str, dict] = {}
+        self.workers: dict[str, dict] = {}
+
+    def take(self, url: str, body: dict) -> None:
+        held = merge_shares([body])
+        sink = {k: body["sink"][k] for k in ("state", *SINK_COUNTERS)}
+        worker = {k: int(body["worker"].get(k, 0)) for k in WORKER_STATS}
+        self.held.merge(held)
+        self.sinks[url] = sink
+        self.workers[url] = worker
+
+
+def _unknown(app, web, name: str):
+    return web.json({"error": "unknown table", "table": name, "tables": sorted(app.tables)}, status=404)
+
+
+async def _ask_keys(where: Cluster, table: str, t, query: KeyQuery):
+    """Every owner's keys of `table` matching `query` (this worker's from its own table `t`)."""
+    topic = where.topic(TABLE_OWNER.get(table, Owner.RAW))
+
+    def local(asked: list[int]) -> dict:
+        return local_keys(list(t.items()), table=table, partitions=where.owned(topic, asked), query=query)
+
+    answers, states = await where.ask(topic, f"/els/keys.local/{table}/", query.params(), local, check_answer)
+    return topic, answers, states
+
+
+def _register_keys(app, where: Cluster) -> None:
+    @app.page("/els/keys.local/{table}/")
+    async def keys_local(web, request, table):
+        t = app.tables.get(table)
+        if t is None:
+            return _unknown(app, web, table)
+        try:
+            query = KeyQuery.from_params(request.query)
+            asked = cluster.parse_partitions(request.query.get("partitions"))
+        except ValueError as exc:
+            return web.json({"error": str(exc)}, status=400)
+        owned = where.owned(where.topic(TABLE_OWNER.get(table, Owner.RAW)), asked)
+        return web.json(local_keys(list(t.items()), table=table, partitions=owned, query=query))
+
+    @app.page("/els/keys/{table}/")
+    async def keys_view(web, request, table):
+        t = app.tables.get(table)
+        if t is None:
+            return _unknown(app, web, table)
+        try:
+            query = KeyQuery.from_params(request.query)
+        except ValueError as exc:
+            return web.json({"error": str(exc)}, status=400)
+        topic, answers, states = await _ask_keys(where, table, t, query)
+        return web.json({"table": table, "help": TABLE_HELP.get(table, t.help), "partitions_of": topic,
+                         "prefix": query.prefix, "contains": query.contains, "limit": query.limit,
+                         **merged_keys(answers, query), "partitions": [st.as_json() for st in states]})
+
+    @app.page("/els/table/{table}/{key}/")
+    async def value_view(web, request, table, key):
+        """One key's value, from the worker that owns it. Faust's /table/<name>/<key>/ routes a key by its hash,
+        but these tables keep a key in the partition of the raw (or outbox) record it belongs to, so with
+        several workers Faust may ask one that does not hold it."""
+        t = app.tables.get(table)
+        if t is None:
+            return _unknown(app, web, table)
+        query = KeyQuery(prefix=key, limit=1, values=True)  # the key itself sorts before any longer match
+        _topic, answers, states = await _ask_keys(where, table, t, query)
+        found = [k for k in merged_keys(answers, query)["keys"] if k["key"] == key]
+        if found:
+            return web.json({"table": table, **found[0], **_rendered(table, found[0]["value"], parts(app).cfg)})
+        down = [st.as_json() for st in states if not st.answered]
+        why = "key not found" if not down else "key not found in the partitions that answered"
+        return web.json({"error": why, "table": table, "key": key, "not_answering": down}, status=503 if down else 404)

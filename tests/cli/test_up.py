@@ -1,14 +1,16 @@
 """`els up` and `make up`, run as a user runs them.
 
-Without a Docker engine: the embedded broker, ingest and processor start, the printed URL and secret accept an
-ELS sample (202), the compose health checks pass against them, and SIGINT or SIGTERM stops every process it
-started; the secret generated on the first run is reused on the next. With an engine: `docker compose up
---build` gets the secret through its environment (a stand-in `docker` records the call, no engine is needed).
+Without a Docker engine: the embedded broker, ingest and processor start; the banner names the status page and
+says "ready" only after the worker is (Faust's "Worker ready", /els/stats/ `ready`); nothing on a normal start is
+logged as an ERROR; the printed URL and secret accept an ELS sample (202), the compose health checks pass
+against them, and SIGINT or SIGTERM stops every process it started; the secret generated on the first run is
+reused on the next. With an engine: `docker compose up --build` gets the secret through its environment, and the
+settings for Okta are printed once the stack answers ready (a stand-in `docker` records the call and answers for
+the stack; no engine is needed).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -29,20 +31,55 @@ import yaml
 from common.config import SETTINGS
 from els.broker import free_port
 from tests.helpers.paths import ARTIFACTS, ROOT, SAMPLES
+from tests.helpers.procs import descendants, error_lines, kill_all, still_running
 
 SAMPLE = SAMPLES / "doc-parent-flow-start.json"
 pytestmark = pytest.mark.slow
 
 
+FAKE_DOCKER = """#!{python}
+# A `docker` client: `info` succeeds only with an engine; `compose ... up` records its arguments and secret, then
+# stands in for the stack: ingest's /readyz answers 200, the worker's /els/stats/ says ready from the 3rd poll on.
+import http.server, json, os, sys, threading
+ENGINE, RECORD = {engine}, {record!r}
+args = sys.argv[1:]
+if args[:1] == ["info"]:
+    sys.exit(0 if ENGINE else 1)
+if args[:2] == ["compose", "version"]:
+    sys.exit(0)
+with open(RECORD, "w") as f:
+    f.write(" ".join(args) + "\\n" + os.environ.get("ELS_AUTH_TOKENS", "") + "\\n")
+polls = []
+
+class Stack(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ready = self.path == "/readyz" or len(polls) >= 2
+        if self.path == "/els/stats/":
+            polls.append(ready)
+            with open(RECORD, "a") as f:
+                f.write(f"stats ready={{ready}}\\n")
+        body = json.dumps({{"ready": ready}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+for var in ("ELS_INGEST_PORT", "ELS_WEB_PORT"):
+    if os.environ.get(var):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ[var])), Stack)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+threading.Event().wait(120)  # until `els up` forwards SIGTERM
+"""
+
+
 def _fake_docker(bindir: Path, engine: bool, record: Path | None = None) -> None:
-    """A `docker` client: `info` succeeds only when `engine`; `compose ...` records its args and secret."""
+    """A `docker` client (see FAKE_DOCKER): no engine is needed to test the Docker path."""
     bindir.mkdir(parents=True, exist_ok=True)
     script = bindir / "docker"
-    script.write_text("#!/bin/sh\n"
-                      f'[ "$1" = info ] && exit {0 if engine else 1}\n'
-                      '[ "$1 $2" = "compose version" ] && exit 0\n'
-                      f'printf "%s\\n" "$*" "$ELS_AUTH_TOKENS" > "{record or "/dev/null"}"\n'
-                      "exit 0\n")
+    script.write_text(FAKE_DOCKER.format(python=sys.executable, engine=engine, record=str(record or os.devnull)))
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
 
 
@@ -56,11 +93,14 @@ def _env(tmp: Path, **extra: str) -> dict[str, str]:
 class Up:
     """One `els up` in the foreground, its output collected by a thread (and copied to test-artifacts)."""
 
+    started: list[Up] = []  # killed, with everything below them, after each test (see _no_leftovers)
+
     def __init__(self, cwd: Path, env: dict[str, str], log: Path):
         self.lines: list[str] = []
         self.proc = subprocess.Popen([sys.executable, "-m", "els.cli", "up"], cwd=cwd, env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
+        Up.started.append(self)
         self._log = log.open("w")
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -87,9 +127,7 @@ class Up:
             code = self.proc.wait(timeout)
         finally:
             if self.proc.poll() is None:  # leave nothing behind for the next test, then fail
-                for pid in _descendants(self.proc.pid):
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
+                kill_all(descendants(self.proc.pid))
                 self.proc.kill()
         self._reader.join(10)
         self._log.close()
@@ -100,43 +138,16 @@ class Up:
         return "".join(self.lines)
 
 
-def _proc_stat(pid: int) -> tuple[int, str, str] | None:
-    """(ppid, state, start time) of a live process, None when it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = raw.rsplit(")", 1)[1].split()
-    return int(fields[1]), fields[0], fields[19]
-
-
-def _descendants(root: int) -> dict[int, tuple[str, str]]:
-    """Every process below `root`: pid -> (start time, command line)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (st := _proc_stat(int(entry.name))):
-            parents.setdefault(st[0], []).append(int(entry.name))
-    out, todo = {}, [root]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            st = _proc_stat(child)
-            try:
-                cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if st:
-                out[child] = (st[2], cmd)
-                todo.append(child)
-    return out
-
-
-def _still_running(procs: dict[int, tuple[str, str]]) -> list[str]:
-    alive = []
-    for pid, (start, cmd) in procs.items():
-        st = _proc_stat(pid)
-        if st and st[2] == start and st[1] != "Z":
-            alive.append(f"{pid} {cmd}")
-    return alive
+@pytest.fixture(autouse=True)
+def _no_leftovers():
+    """A test that failed before stopping its `els up` leaves nothing running for the next one."""
+    yield
+    while Up.started:
+        proc = Up.started.pop().proc
+        if proc.poll() is None:
+            kill_all(descendants(proc.pid))
+            proc.kill()
+            proc.wait()
 
 
 def _post(url: str, body: bytes, secret: str, timeout: float = 90) -> tuple[int, dict]:
@@ -152,6 +163,17 @@ def _post(url: str, body: bytes, secret: str, timeout: float = 90) -> tuple[int,
             if exc.code != 503 or time.monotonic() > deadline:
                 return exc.code, {}
         time.sleep(1)
+
+
+
+def _line_of(lines: list[str], pattern: str) -> int:
+    """Index of the first line matching `pattern`."""
+    return next(i for i, line in enumerate(list(lines)) if re.search(pattern, line))
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 def _health_checks() -> dict[str, list[str]]:
@@ -181,8 +203,15 @@ def test_els_up_without_docker_runs_everything_and_stops_cleanly(tmp_path):
     assert "DRY RUN" in up.text and "DD_API_KEY is not set" in up.text
     assert (work / "var" / "ingest-secret").read_text().strip() == secret
     assert stat.S_IMODE((work / "var" / "ingest-secret").stat().st_mode) == 0o600
+    # the status page, and "ready" only once the worker is: after Faust's own "Worker ready", with /els/stats/ agreeing
+    assert f"Status page:  http://127.0.0.1:{ports['ELS_WEB_PORT']}/els/status/" in up.text
+    banner = _line_of(up.lines, r"els up \(embedded broker\): ready\.")
+    assert _line_of(up.lines, r"Worker ready") < banner, up.text
+    assert _get_json(f"http://127.0.0.1:{ports['ELS_WEB_PORT']}/els/stats/")["ready"] is True
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['ELS_WEB_PORT']}/els/status/", timeout=10) as page:
+        assert page.status == 200 and b"<html" in page.read().lower()
 
-    children = _descendants(up.proc.pid)
+    children = descendants(up.proc.pid)
     commands = [cmd for _, cmd in children.values()]
     assert any("tansu" in c and "broker" in c for c in commands), commands
     assert any("els.cli ingest" in c for c in commands) and any("els.cli process" in c for c in commands)
@@ -197,45 +226,56 @@ def test_els_up_without_docker_runs_everything_and_stops_cleanly(tmp_path):
     for name, cmd in checks.items():
         assert subprocess.run(cmd, env=check_env, capture_output=True, timeout=30).returncode == 0, name
 
+    # a quiet start: no ERROR line; the embedded broker's refusal of the idempotent producer is one warning
+    started = up.text
+    assert error_lines(started) == []
+    assert started.count("broker refuses the idempotent producer") == 1, started
+
     code = up.stop(signal.SIGINT)
     assert code in (0, 130), up.text[-3000:]
     assert "stopping ingest, processor and broker" in up.text
-    assert _still_running(children) == []
+    assert still_running(children) == []
     for name, cmd in checks.items():  # the health checks can fail: nothing answers any more
         assert subprocess.run(cmd, env=check_env, capture_output=True, timeout=30).returncode != 0, name
 
     # Second run, same directory: the same secret (what was pasted into Okta stays valid); SIGTERM stops it too.
     up = Up(work, env, ARTIFACTS / "els-up-2.log")
     assert up.wait_for(r"Header value: Bearer (\S+)").group(1) == secret
-    children = _descendants(up.proc.pid)
+    children = descendants(up.proc.pid)
     assert len(children) >= 3
     assert up.stop(signal.SIGTERM) == 0, up.text[-3000:]
-    assert _still_running(children) == []
+    assert still_running(children) == []
 
 
-def test_els_up_with_docker_runs_compose_with_the_secret(tmp_path):
+def _docker_up(tmp_path: Path, name: str, **extra: str) -> tuple[Up, Path, dict[str, str]]:
     record = tmp_path / "docker-call.txt"
     _fake_docker(tmp_path / "bin", engine=True, record=record)
+    ports = {"ELS_INGEST_PORT": str(free_port()), "ELS_WEB_PORT": str(free_port())}
+    ARTIFACTS.mkdir(exist_ok=True)
+    return Up(tmp_path, _env(tmp_path, **ports, **extra), ARTIFACTS / name), record, ports
+
+
+def test_els_up_with_docker_runs_compose_with_the_secret_and_announces_once_ready(tmp_path):
     (tmp_path / "var").mkdir()
     (tmp_path / "var" / "ingest-secret").write_text("kept-secret\n")
-    proc = subprocess.run([sys.executable, "-m", "els.cli", "up"], cwd=tmp_path, env=_env(tmp_path),
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    args, secret = record.read_text().splitlines()[:2]
-    assert args == f"compose -f {ROOT / 'docker-compose.yml'} up --build"
-    assert secret == "kept-secret"
-    assert "Header value: Bearer kept-secret" in proc.stdout
+    up, record, ports = _docker_up(tmp_path, "els-up-docker.log")
+    assert up.wait_for(r"Header value: Bearer (\S+)").group(1) == "kept-secret"
+    calls = record.read_text().splitlines()
+    assert calls[0] == f"compose -f {ROOT / 'docker-compose.yml'} up --build"
+    assert calls[1] == "kept-secret"
+    # "ready" only after the worker said so: the two polls answered "not ready" did not announce anything
+    assert calls[2:4] == ["stats ready=False", "stats ready=False"] and "stats ready=True" in calls
+    assert re.search(r"els up \(docker\): ready\.", up.text)
+    assert f"Status page:  http://127.0.0.1:{ports['ELS_WEB_PORT']}/els/status/" in up.text
+    assert up.stop(signal.SIGTERM) == 0, up.text
 
 
 def test_els_up_with_docker_passes_a_configured_secret_and_does_not_print_it(tmp_path):
-    record = tmp_path / "docker-call.txt"
-    _fake_docker(tmp_path / "bin", engine=True, record=record)
-    proc = subprocess.run([sys.executable, "-m", "els.cli", "up"], cwd=tmp_path,
-                          env=_env(tmp_path, ELS_AUTH_TOKENS="mine-1,mine-2"), capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    up, record, _ = _docker_up(tmp_path, "els-up-docker-configured.log", ELS_AUTH_TOKENS="mine-1,mine-2")
+    up.wait_for(r"Header value: ")
+    assert up.stop(signal.SIGTERM) == 0, up.text
     assert record.read_text().splitlines()[1] == "mine-1,mine-2"
-    assert "mine-1" not in proc.stdout + proc.stderr
+    assert "mine-1" not in up.text
     assert not (tmp_path / "var" / "ingest-secret").exists()
 
 

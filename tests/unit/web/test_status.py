@@ -1,15 +1,29 @@
-"""The status page's JSON (processor/web/status.py): ordering, error rates, p95, sparkline series, partition scope."""
+"""The status page's JSON (processor/web/status.py): ordering, the failing threshold, error rates, p95, sparkline
+series, partition scope, and merging workers' shares."""
 
 from __future__ import annotations
 
 import re
 from types import SimpleNamespace
 
+import orjson
+import pytest
+
 from processor.core.bag import Bag
 from processor.core.contributions import add_event
 from processor.sink.render import render_series
 from processor.web.page import PAGE
-from processor.web.status import RETRY_RECENT_MS, RecentRise, sink_state, status_data
+from processor.web.status import (
+    FAILING_ERROR_RATE,
+    RETRY_RECENT_MS,
+    RecentRise,
+    local_share,
+    merge_shares,
+    sink_state,
+    sinks_combined,
+    status_data,
+    status_view,
+)
 
 P = "okta.workflows"
 W = 10
@@ -47,12 +61,24 @@ def test_failing_flows_first_by_error_rate_then_healthy_by_volume():
              rec(0, "flow:small", T0, runs("small", T0, 3, 0)),
              rec(1, "flow:some", T0, runs("some", T0, 9, 1)),     # 10%
              rec(1, "flow:most", T0, runs("most", T0, 1, 3)),     # 75%
-             rec(0, "flow:alsosome", T0, runs("alsosome", T0, 18, 2))]  # 10%, more volume than "some"
+             rec(0, "flow:alsosome", T0, runs("alsosome", T0, 18, 2)),  # 10%, more volume than "some"
+             rec(0, "flow:rare", T0, runs("rare", T0, 36, 1))]    # 2.7%: has a failure, is not failing
     d = data(items)
-    assert [f["flow_id"] for f in d["flows"]] == ["most", "alsosome", "some", "big", "small"]
-    assert [f["failing"] for f in d["flows"]] == [True, True, True, False, False]
-    assert d["totals"] == {"flows": 5, "failing": 3, "events": 2 * (50 + 3 + 10 + 4 + 20), "failures": 6}
-    assert d["has_data"] is True
+    assert [f["flow_id"] for f in d["flows"]] == ["most", "alsosome", "some", "big", "rare", "small"]
+    assert [f["failing"] for f in d["flows"]] == [True, True, True, False, False, False]
+    assert d["totals"] == {"flows": 6, "failing": 3, "with_failures": 4, "failures": 7,
+                           "events": 2 * (50 + 3 + 10 + 4 + 20 + 37)}
+    assert d["has_data"] is True and d["failing_above"] == FAILING_ERROR_RATE
+
+
+def test_failing_means_an_error_rate_above_the_threshold():
+    """5 %: at the threshold a flow is not failing, just above it is."""
+    at = runs("at", T0, 19, 1)          # 1 of 20 = 5.0 %
+    above = runs("above", T0, 18, 1)    # 1 of 19 = 5.3 %
+    d = data([rec(0, "flow:at", T0, at), rec(0, "flow:above", T0, above)])
+    by = {f["flow_id"]: f for f in d["flows"]}
+    assert by["at"]["error_rate"] == FAILING_ERROR_RATE and by["at"]["failing"] is False
+    assert by["above"]["failing"] is True
 
 
 def test_error_rate_and_p95_come_from_the_merged_bag_across_partitions_and_windows():
@@ -99,12 +125,36 @@ def test_only_owned_partitions_count_and_their_clocks_are_reported():
              rec(1, "flow:g", T0, runs("g", T0, 1, 0)),
              ("0|clock", {"now": T0 + 5000, "off": 41}), ("1|clock", {"now": T0 + 6000, "off": 7})]
     d = data(items, partitions=[0])
-    assert d["partitions"] == [0]
     assert [f["flow_id"] for f in d["flows"]] == ["f"]
     assert d["flows"][0]["error_rate"] == 0.5
     assert d["clocks"] == {"0": {"now_ms": T0 + 5000, "offset": 41}}
     assert data(items, partitions=[])["has_data"] is False
-    assert data(items)["partitions"] == [0, 1]
+    assert local_share(items, partitions=[0], window_seconds=W)["partitions"] == [0]
+    assert local_share(items, partitions=None, window_seconds=W)["partitions"] == [0, 1]
+
+
+def test_shares_of_two_workers_merge_to_the_values_of_one():
+    """Each worker sends its partitions' bags; merged they give exactly what one worker holding all would show."""
+    step = W * 1000
+    items = [rec(p, f"flow:{f}", T0 + i * step, runs(f, T0 + i * step, ok=p + i + 1, failed=(p + i) % 3, duration=100 * (p + 1)))
+             for p in range(4) for f in ("a", "b") for i in range(3)]
+    pipe = Bag()
+    pipe.count("pipeline.events_in", 7)
+    items += [rec(p, "pipeline", T0, pipe) for p in range(4)]
+    items += [(f"{p}|clock", {"now": T0 + p, "off": p}) for p in range(4)]
+    whole = data(items)
+    shares = [local_share(items, partitions=ps, window_seconds=W) for ps in ([0, 2], [1, 3])]
+    shares = [orjson.loads(orjson.dumps(s)) for s in shares]  # as they travel over HTTP
+    merged = status_view(merge_shares(shares), window_seconds=W, prefix=P, now_ms=T0 + 60_000)
+    assert merged == whole
+    assert merged["pipeline"]["events_in"] == 28 and sorted(merged["clocks"]) == ["0", "1", "2", "3"]
+
+
+def test_a_share_keeps_only_the_newest_windows_the_page_can_show():
+    step = W * 1000
+    items = [rec(0, "flow:a", T0 + i * step, runs("a", T0 + i * step, 1, 0)) for i in range(5)]
+    share = local_share(items, partitions=None, window_seconds=W, max_windows=2)
+    assert [g["ws"] for g in share["groups"]] == [T0 + 3 * step, T0 + 4 * step]
 
 
 def test_pipeline_counters_are_summed_and_other_groups_ignored():
@@ -124,7 +174,7 @@ def test_pipeline_counters_are_summed_and_other_groups_ignored():
 def test_no_data_and_malformed_records_do_not_crash():
     empty = data([])
     assert empty["flows"] == [] and empty["windows"] == [] and empty["has_data"] is False
-    assert empty["totals"] == {"flows": 0, "failing": 0, "events": 0, "failures": 0}
+    assert empty["totals"] == {"flows": 0, "failing": 0, "with_failures": 0, "events": 0, "failures": 0}
     junk = [("x|flow:f|1", {"group": "flow:f", "ws": 1, "bag": {}}), ("0|flow:f|1", None), ("0|flow:f|2", "text"),
             ("0|flow:f|3", {"group": "flow:f"}),
             rec(0, "flow:ok", T0, runs("ok", T0, 1, 0))]
@@ -145,7 +195,26 @@ def test_sink_state_dry_run_retrying_or_delivering():
     assert sink_state(stats, dry_run=False, retrying=False)["state"] == "delivering"
 
 
+def test_the_cluster_sink_sums_counters_and_says_retrying_if_any_worker_is():
+    dry, live, retrying = (sink_state({"series_sent": n}, dry_run=d, retrying=r)
+                           for n, d, r in ((1, True, False), (2, False, False), (4, False, True)))
+    assert sinks_combined([dry, dry])["state"] == "dry run"
+    assert sinks_combined([dry, live])["state"] == "delivering"
+    both = sinks_combined([dry, live, retrying])
+    assert both["state"] == "retrying" and both["series_sent"] == 7
+    assert sinks_combined([])["state"] == "unknown"
+
+
 def test_page_is_self_contained():
     """The hosts may have no internet: no external scripts, styles, fonts or images."""
     assert not re.search(r"(src|href)\s*=|@import|url\(|https?://", PAGE)
     assert 'fetch("/els/status.json"' in PAGE
+
+
+def test_a_malformed_share_raises_so_it_is_not_taken_as_empty():
+    share = local_share([rec(0, "flow:a", T0, runs("a", T0, 1, 0))], partitions=None, window_seconds=W)
+    merge_shares([share])
+    for bad in ({**share, "groups": [{"group": "flow:a"}]}, {**share, "groups": [{"group": 1, "ws": T0, "bag": {}}]},
+                {**share, "clocks": {"0": 5}}):
+        with pytest.raises((KeyError, ValueError, TypeError)):
+            merge_shares([bad])
