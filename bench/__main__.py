@@ -23,6 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.procs import spawn, status_kb, stop
+from common.kafka import client_kwargs
 from common.topics import ensure_topics
 from els.broker import EmbeddedBroker, free_port
 from els.simulate import Simulator, produce_events
@@ -121,7 +122,8 @@ async def faust_min_vs_processor(bootstrap: str, topic: str, n: int, suffix: str
 
 async def plain_consumer(bootstrap: str, topic: str, n: int) -> dict:
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex[:6]}",
-                         auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=1 << 22)
+                         auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=1 << 22,
+                         **client_kwargs())
     await c.start()
     try:
         count, start = 0, None

@@ -8,7 +8,10 @@ import os
 import faust
 import orjson
 
+from common.kafka import KafkaSecurity
+
 app = faust.App(os.environ["BENCH_APP_ID"], broker=f"kafka://{os.environ['KAFKA_BOOTSTRAP_SERVERS']}",
+                broker_credentials=KafkaSecurity.from_env().faust_credentials(),
                 topic_partitions=int(os.environ["ELS_PARTITIONS"]), store="memory://",
                 broker_rebalance_timeout=3.0, web_port=int(os.environ["ELS_WEB_PORT"]), autodiscover=False,
                 consumer_auto_offset_reset="earliest", datadir=os.environ.get("ELS_DATA_DIR", "var/faust-bench"))

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from common.kafka import client_kwargs
 from els.simulate import Simulator
 from ingest.envelope import event_key
 
@@ -45,7 +46,7 @@ def live_workload(sim: Simulator, n: int, start_ms: int, seconds: float) -> list
 async def feed_live(bootstrap: str, topic: str, events: list[dict], on_ack=None, tick: float = 0.05) -> float:
     """Write each event once its timestamp has come (events in timestamp order); on_ack(event, time.time())
     when Kafka acknowledged it. Returns the largest lag of a write behind its event's timestamp (seconds)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **client_kwargs())
     await producer.start()
     lag = 0.0
     try:

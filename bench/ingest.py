@@ -32,6 +32,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.procs import spawn, stop
+from common.kafka import client_kwargs
 from els.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +211,7 @@ class _ConstantRate:
 
 
 async def _raw_records(bootstrap: str, topic: str) -> int:
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_kwargs())
     await c.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]

@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from common.kafka import KafkaSecurity
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,14 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "Kafka broker list (host:port,...)."),
+    Setting("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
+            "How every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."),
+    Setting("KAFKA_SASL_MECHANISM", "PLAIN", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."),
+    Setting("KAFKA_SASL_USERNAME", None, "SASL user name (with SASL_PLAINTEXT or SASL_SSL)."),
+    Setting("KAFKA_SASL_PASSWORD", None, "SASL password (never logged).", secret=True),
+    Setting("KAFKA_SSL_CA_FILE", None, "PEM CA bundle that signs the brokers' certificates; default: the system's."),
+    Setting("KAFKA_SSL_CERT_FILE", None, "PEM client certificate, for mutual TLS (with KAFKA_SSL_KEY_FILE)."),
+    Setting("KAFKA_SSL_KEY_FILE", None, "PEM key of KAFKA_SSL_CERT_FILE, unencrypted (may be the same file)."),
     Setting("ELS_RAW_TOPIC", "els-raw", "Topic ingest writes raw events to."),
     Setting("ELS_DEADLETTER_TOPIC", "els-deadletter", "Topic for whatever could not be used, with the reason."),
     Setting("ELS_OUT_TOPIC", "els-out", "The processor's outbox to the Datadog sink."),
@@ -88,6 +99,13 @@ class Config:
     """The settings as typed values; attribute names are the env names lower-cased."""
 
     kafka_bootstrap_servers: str
+    kafka_security_protocol: str
+    kafka_sasl_mechanism: str
+    kafka_sasl_username: str | None
+    kafka_sasl_password: str | None
+    kafka_ssl_ca_file: str | None
+    kafka_ssl_cert_file: str | None
+    kafka_ssl_key_file: str | None
     els_raw_topic: str
     els_deadletter_topic: str
     els_out_topic: str
@@ -138,9 +156,17 @@ class Config:
             raise ConfigError("ELS_WINDOW_SECONDS must be at least 1")
         if self.els_flush_seconds <= 0:
             raise ConfigError("ELS_FLUSH_SECONDS must be positive")
+        self.kafka_security.check()
         unknown = set(self.logs_enabled) - {"failures", "chains", "events"}
         if unknown:
             raise ConfigError(f"ELS_LOGS has unknown kinds {sorted(unknown)}; use failures, chains, events or none")
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka security settings as one object (common.kafka.KafkaSecurity) that every client uses."""
+        from common.kafka import KafkaSecurity
+
+        return KafkaSecurity.from_config(self)
 
     @property
     def auth_tokens(self) -> list[str]:

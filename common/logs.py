@@ -32,6 +32,27 @@ def _mask(text: str) -> str:
     return text
 
 
+class SecretMask(logging.Filter):
+    """Masks the secrets in a logger's records before any handler sees them: for libraries whose records reach
+    handlers this module does not format (the Faust worker installs its own), e.g. aiokafka's DEBUG dump of
+    every request, a SASL PLAIN authentication with the password in it included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _secrets:
+            text = record.getMessage()
+            masked = _mask(text)
+            if masked != text:
+                record.msg, record.args = masked, ()
+        return True
+
+
+def mask_logger(name: str) -> None:
+    """Attach SecretMask to the logger `name` (idempotent)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, SecretMask) for f in logger.filters):
+        logger.addFilter(SecretMask())
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {

@@ -12,17 +12,25 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from common.kafka import KafkaSecurity
+from common.kafka_check import explained
+
 log = logging.getLogger("common.topics")
 
 TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 
 async def ensure_topics(bootstrap: str, names: list[str], partitions: int, *, replication: int = 1,
-                        configs: dict[str, dict[str, str]] | None = None) -> dict[str, int]:
-    """Create missing topics; return each topic's partition count as the broker reports it."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
+                        configs: dict[str, dict[str, str]] | None = None,
+                        security: KafkaSecurity | None = None) -> dict[str, int]:
+    """Create missing topics; return each topic's partition count as the broker reports it. Without `security`,
+    the Kafka security settings of the environment apply. A failed connection raises KafkaRefused (settings the
+    brokers refuse, named) or KafkaUnreachable."""
+    security = security or KafkaSecurity.from_env()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **security.client_kwargs())
     try:
+        async with explained(bootstrap, security):
+            await admin.start()
         existing = set(await admin.list_topics())
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if missing:

@@ -67,19 +67,27 @@ def tansu_binary() -> str:
         raise BrokerError(str(exc)) from exc
 
 
-def broker_command(host: str, port: int) -> list[str]:
+def broker_command(host: str, port: int, advertised: str | None = None) -> list[str]:
+    """Tansu listening on host:port; it tells clients to connect to `advertised` (host:port; default the same),
+    e.g. a TLS terminator in front of it, which is how the TLS tests run (Tansu's own TLS does not work)."""
     url = f"tcp://{host}:{port}"
-    return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+    shown = url
+    if advertised:
+        a_host, a_port = split_host_port(advertised)
+        shown = f"tcp://[{a_host}]:{a_port}" if ":" in a_host else f"tcp://{a_host}:{a_port}"
+    return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", shown,
             "--storage-engine", "memory://tansu/"]
 
 
 class EmbeddedBroker:
     """A Tansu broker as a child process: `with EmbeddedBroker(port=0) as b: b.bootstrap`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_path: str | None = None):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_path: str | None = None,
+                 advertised: str | None = None):
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
+        self.advertised = advertised
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -93,8 +101,8 @@ class EmbeddedBroker:
                 "Stop it, or point KAFKA_BOOTSTRAP_SERVERS at a free port."
             )
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(broker_command(self.host, self.port), stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(broker_command(self.host, self.port, self.advertised), stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         if not wait_for_port(self.host, self.port, timeout):
             self.stop()
             raise BrokerError(f"the embedded broker did not listen on {self.bootstrap} within {timeout:.0f}s")
@@ -137,7 +145,7 @@ def _relay(source, out) -> None:
             out.flush()
 
 
-def run_foreground(bootstrap: str) -> int:
+def run_foreground(bootstrap: str, advertised: str | None = None) -> int:
     """`els broker`: run Tansu in the foreground until Ctrl-C; exit 2 when the port is taken."""
     host, port = split_host_port(bootstrap)
     if not port_is_free(host, port):
@@ -145,11 +153,12 @@ def run_foreground(bootstrap: str) -> int:
               "Stop it or set KAFKA_BOOTSTRAP_SERVERS to a free address.", file=sys.stderr)
         return 2
     try:
-        cmd = broker_command(host, port)
+        cmd = broker_command(host, port, advertised)
     except BrokerError as exc:
         print(f"els broker: {exc}", file=sys.stderr)
         return 2
-    print(f"els broker: embedded Kafka-compatible broker (Tansu) on {host}:{port}. "
+    told = f", advertised to clients as {advertised}" if advertised else ""
+    print(f"els broker: embedded Kafka-compatible broker (Tansu) on {host}:{port}{told}. "
           "MEMORY STORAGE, for development and tests: everything is lost when it stops. Ctrl-C stops it.",
           file=sys.stderr, flush=True)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from common import logs
 from common.config import BY_ENV, Config, ConfigError
+from common.kafka import SECURITY_SETTINGS
 
-KAFKA = ["KAFKA_BOOTSTRAP_SERVERS", "ELS_PARTITIONS"]
+KAFKA = ["KAFKA_BOOTSTRAP_SERVERS", "ELS_PARTITIONS", *SECURITY_SETTINGS]
 TOPICS = ["ELS_RAW_TOPIC", "ELS_DEADLETTER_TOPIC", "ELS_OUT_TOPIC"]
 INGEST = ["ELS_INGEST_HOST", "ELS_INGEST_PORT", "ELS_AUTH_TOKENS", "ELS_AUTH_DISABLED", "ELS_AUTH_HEADER",
           "ELS_MAX_BODY_BYTES", "ELS_ACK_TIMEOUT_SECONDS"]
@@ -46,10 +47,21 @@ def cmd_broker(args, names) -> int:
     from els.broker import run_foreground
 
     cfg = _apply(args, names)
-    return run_foreground(cfg.kafka_bootstrap_servers)
+    return run_foreground(cfg.kafka_bootstrap_servers, args.advertised_address)
+
+
+def _broker_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--advertised-address", metavar="HOST:PORT",
+                   default=os.environ.get("ELS_BROKER_ADVERTISED_ADDRESS"),
+                   help="the address the broker tells clients to connect to, when it differs from where it listens "
+                        "(e.g. a TLS terminator such as stunnel in front of it) [env ELS_BROKER_ADVERTISED_ADDRESS; "
+                        "default: the listening address]")
 
 
 def cmd_ingest(args, names) -> int:
+    import asyncio
+
+    from common.kafka_check import check
     from ingest.app import run
 
     cfg = _apply(args, names)
@@ -57,6 +69,7 @@ def cmd_ingest(args, names) -> int:
         print("els ingest: no secret configured. Set ELS_AUTH_TOKENS (comma-separated, several for rotation), "
               "or ELS_AUTH_DISABLED=1 for development only.", file=sys.stderr)
         return 2
+    asyncio.run(check(cfg.bootstrap_list, cfg.kafka_security))  # refused settings: exit 2; a broker down is fine
     run(cfg)
     return 0
 
@@ -82,7 +95,8 @@ def cmd_process(args, names) -> int:
 
     cfg = _apply(args, names)
     asyncio.run(ensure_topics(cfg.kafka_bootstrap_servers,
-                              [cfg.els_raw_topic, cfg.els_deadletter_topic, cfg.els_out_topic], cfg.els_partitions))
+                              [cfg.els_raw_topic, cfg.els_deadletter_topic, cfg.els_out_topic], cfg.els_partitions,
+                              security=cfg.kafka_security))
     from faust.cli.faust import cli
 
     level = {"warning": "warn", "critical": "crit"}.get(cfg.els_log_level.lower(), cfg.els_log_level.lower())
@@ -227,7 +241,8 @@ def cmd_replay(args, names) -> int:
     return 0
 
 
-OPTIONS = {"simulate": _simulate_options, "datadog": _datadog_options, "replay": _replay_options}
+OPTIONS = {"broker": _broker_options, "simulate": _simulate_options, "datadog": _datadog_options,
+           "replay": _replay_options}
 
 
 COMMANDS = {
@@ -240,7 +255,7 @@ COMMANDS = {
                    "ingest and processor in one foreground process group",
            KAFKA + TOPICS + INGEST + PROCESS + COMMON),
     "replay": (cmd_replay, "backfill: re-process a time range of the raw topic and send it with its own times",
-               KAFKA[:1] + TOPICS[:2] + REPLAY + COMMON),
+               KAFKA[:1] + SECURITY_SETTINGS + TOPICS[:2] + REPLAY + COMMON),
     "simulate": (cmd_simulate, "realistic ELS traffic against an ingest URL, with the totals it must produce",
                  ["ELS_AUTH_TOKENS", "ELS_AUTH_HEADER"] + COMMON),
     "datadog": (cmd_datadog, "install: create or update the Okta Workflows dashboard and monitors in Datadog",

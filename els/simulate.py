@@ -11,8 +11,12 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import orjson
+
+if TYPE_CHECKING:
+    from common.kafka import KafkaSecurity
 
 ORG = {"org_id": "00o4mhtja45vHndwd0g7", "org_name": "logstream-01", "org_hostname": "atko.okta.com"}
 ERRORS = [("ConnectorError", "E0000001", "Connection to Salesforce timed out"),
@@ -171,17 +175,19 @@ class Simulator:
 
 
 async def produce_events(bootstrap: str, topic: str, events: list[dict], linger_ms: int = 5,
-                         max_batch_size: int = 16384) -> None:
-    """Write events straight to the raw topic the way ingest does (key = chain root, same headers)."""
+                         max_batch_size: int = 16384, security: KafkaSecurity | None = None) -> None:
+    """Write events straight to the raw topic the way ingest does (key = chain root, same headers); Kafka
+    security from `security`, else from the environment's settings."""
     import asyncio
     import time
 
     from aiokafka import AIOKafkaProducer
 
+    from common.kafka import client_kwargs
     from ingest.envelope import event_key
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms,
-                                max_batch_size=max_batch_size)
+                                max_batch_size=max_batch_size, **client_kwargs(security))
     await producer.start()
     try:
         now = str(int(time.time() * 1000)).encode()

@@ -204,6 +204,11 @@ def run_embedded(cfg: Config, env: dict[str, str], secret: str | None, configure
     env.setdefault("ELS_REBALANCE_TIMEOUT_SECONDS", EMBEDDED_REBALANCE_TIMEOUT)
     env.setdefault("ELS_SESSION_TIMEOUT_SECONDS", EMBEDDED_SESSION_TIMEOUT)
     host, port = split_host_port(cfg.kafka_bootstrap_servers)
+    if cfg.kafka_security.protocol != "PLAINTEXT" and port_is_free(host, port):
+        print(f"els up: nothing listens on {host}:{port} and the embedded broker speaks only PLAINTEXT, not "
+              f"KAFKA_SECURITY_PROTOCOL={cfg.kafka_security.protocol}: start your broker first, or unset the Kafka "
+              "security settings", file=sys.stderr)
+        return 2
     ingest_bind = "0.0.0.0" if cfg.els_ingest_host in ("", "::") else cfg.els_ingest_host
     for what, bind, p, var in (("ingest", ingest_bind, cfg.els_ingest_port, "ELS_INGEST_PORT"),
                                ("the processor's web server", "0.0.0.0", cfg.els_web_port, "ELS_WEB_PORT")):

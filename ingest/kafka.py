@@ -71,6 +71,7 @@ class KafkaWriter:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        self.security = cfg.kafka_security
         self.producer: AIOKafkaProducer | None = None
         self.idempotent = False
         self._connect_task: asyncio.Task | None = None
@@ -102,7 +103,8 @@ class KafkaWriter:
 
     async def _ensure_topics(self) -> None:
         await ensure_topics(self.cfg.kafka_bootstrap_servers,
-                            [self.cfg.els_raw_topic, self.cfg.els_deadletter_topic], self.cfg.els_partitions)
+                            [self.cfg.els_raw_topic, self.cfg.els_deadletter_topic], self.cfg.els_partitions,
+                            security=self.security)
 
     async def _connect_forever(self) -> None:
         delay = 0.2
@@ -128,6 +130,7 @@ class KafkaWriter:
             linger_ms=0,  # no wait: with one produce request in flight, records queue behind it anyway
             request_timeout_ms=max(int(self.cfg.els_ack_timeout_seconds * 1000), 5000),
             max_request_size=max(self.cfg.els_max_body_bytes * 2, 1 << 20),
+            **self.security.client_kwargs(),
         )
 
     async def _start_producer(self) -> AIOKafkaProducer:

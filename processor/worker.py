@@ -85,6 +85,7 @@ def create_app(cfg: Config) -> faust.App:
     app = faust.App(
         cfg.els_app_id,
         broker=[f"kafka://{h}" for h in cfg.bootstrap_list],
+        broker_credentials=cfg.kafka_security.faust_credentials(),
         topic_partitions=cfg.els_partitions,
         topic_replication_factor=1,
         broker_rebalance_timeout=cfg.els_rebalance_timeout_seconds,

@@ -1,7 +1,8 @@
 """Shared fixtures: a real Kafka-protocol broker, unique topics per test, and Kafka read-back helpers.
 
-The broker is chosen once per test session: KAFKA_BOOTSTRAP_SERVERS if set; a testcontainers Kafka when a
-Docker engine answers; otherwise the embedded Tansu broker. No test mocks Kafka.
+The broker is chosen once per test session: KAFKA_BOOTSTRAP_SERVERS if set (with the KAFKA_SECURITY_PROTOCOL,
+KAFKA_SASL_* and KAFKA_SSL_* settings of the environment, which the Kafka helpers and workers use too); a
+testcontainers Kafka when a Docker engine answers; otherwise the embedded Tansu broker. No test mocks Kafka.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def kafka_bootstrap():
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
         return
+    if os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper() != "PLAINTEXT":
+        pytest.fail("KAFKA_SECURITY_PROTOCOL is set: give the secured broker in KAFKA_BOOTSTRAP_SERVERS too "
+                    "(the session's own broker is plaintext)")
     if _docker_engine_answers():
         from testcontainers.kafka import KafkaContainer
 

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from common import kafka_check
 from common.config import Config
 from processor.core.bag import Bag
 from processor.core.model import InvalidEvent, parse_timestamp
@@ -163,7 +164,8 @@ class Replay:
         if self._producer is None:
             from aiokafka import AIOKafkaProducer
 
-            self._producer = AIOKafkaProducer(bootstrap_servers=self.cfg.bootstrap_list, acks="all")
+            self._producer = AIOKafkaProducer(bootstrap_servers=self.cfg.bootstrap_list, acks="all",
+                                              **self.cfg.kafka_security.client_kwargs())
             await self._producer.start()
         await self._producer.send_and_wait(self.cfg.els_deadletter_topic, value,
                                            headers=[("reason", reason.encode()[:4000]), ("stage", b"replay")])
@@ -176,12 +178,14 @@ class Replay:
         cfg = self.cfg
         consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap_list, group_id=self.group_id,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
-                                    max_poll_records=BATCH_RECORDS)
+                                    max_poll_records=BATCH_RECORDS, **cfg.kafka_security.client_kwargs())
         try:
             await consumer.start()
         except KafkaError as exc:
             await consumer.stop()
-            raise ReplayError(f"cannot reach Kafka at {cfg.kafka_bootstrap_servers}: {exc!r}") from None
+            # the cause in words, naming the setting to fix (an untrusted certificate, a refused password)
+            problem = await kafka_check.failure(cfg.bootstrap_list, cfg.kafka_security, exc)
+            raise ReplayError(str(problem)) from None
         try:
             parts = await self._partitions(consumer)
             tps = [TopicPartition(cfg.els_raw_topic, p) for p in parts]

@@ -18,13 +18,16 @@ import time
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from common.kafka import faust_client_kwargs
+
 log = logging.getLogger("els.processor")
 
 TOP_UP_TIMEOUT_S = 15.0
 
 
-async def top_up(bootstrap: list[str], tables: list, actives_for_table) -> int:
-    """Apply the changelog records past each active partition's reported end; returns how many were applied."""
+async def top_up(bootstrap: list[str], tables: list, actives_for_table, auth: dict | None = None) -> int:
+    """Apply the changelog records past each active partition's reported end; returns how many were applied.
+    `auth`: the aiokafka security arguments (common.kafka.faust_client_kwargs: the same as Faust's own)."""
     work = {}
     for table in tables:
         tps = {tp.partition for tp in actives_for_table.get(table, ())}
@@ -33,7 +36,7 @@ async def top_up(bootstrap: list[str], tables: list, actives_for_table) -> int:
             work[topic] = (table, sorted(tps))
     if not work:
         return 0
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **(auth or {}))
     await consumer.start()
     applied = 0
     try:
@@ -74,7 +77,7 @@ def register(app, tables: list, bootstrap: list[str], on_done=None) -> None:
 
     async def after_recovery(app_, **kwargs):
         recovery = app.tables.recovery
-        n = await top_up(bootstrap, tables, recovery.actives_for_table)
+        n = await top_up(bootstrap, tables, recovery.actives_for_table, faust_client_kwargs(app))
         if on_done is not None:
             on_done(n)
 

@@ -15,16 +15,20 @@ import pytest
 import yaml
 
 from common.config import SETTINGS
+from common.kafka import SECURITY_SETTINGS
 from els.cli import COMMANDS, INGEST
 from tests.helpers.paths import ROOT
 
-ALL = {s.env for s in SETTINGS}
-INGEST_VARS = set(COMMANDS["ingest"][2])
+# How to reach a secured Kafka outside compose: compose's own broker is plaintext (KAFKA_SECURITY_PROTOCOL fixed).
+OUTSIDE_COMPOSE = set(SECURITY_SETTINGS) - {"KAFKA_SECURITY_PROTOCOL"}
+ALL = {s.env for s in SETTINGS} - OUTSIDE_COMPOSE
+INGEST_VARS = set(COMMANDS["ingest"][2]) - OUTSIDE_COMPOSE
 # Read only by one-off commands (`els datadog install`), so no long-running service gets the secret.
 ONE_OFF = {"DD_APP_KEY"}
 # The processor reads every other setting except those only the HTTP endpoint uses (its Config loads them all).
 PROCESSOR_VARS = ALL - set(INGEST) - ONE_OFF
-FIXED = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}  # the compose network's broker, never the host's
+FIXED = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",  # the compose network's broker, never the host's
+         "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
 
 
 def _compose() -> str:
@@ -115,7 +119,7 @@ def test_settings_have_the_contract_defaults_when_unset(tmp_path):
 
 
 def test_every_setting_reaches_the_service_that_reads_it(tmp_path):
-    values = {var: f"value-of-{var.lower()}" for var in ALL}
+    values = {var: f"value-of-{var.lower()}" for var in ALL | OUTSIDE_COMPOSE}
     values.update(ELS_INGEST_PORT="18080", ELS_WEB_PORT="16066")  # used in port mappings: must be numbers
     services = _services(tmp_path, **values)
     assert INGEST_VARS | PROCESSOR_VARS | ONE_OFF == ALL
@@ -126,7 +130,7 @@ def test_every_setting_reaches_the_service_that_reads_it(tmp_path):
     # Secrets go only where they are used.
     assert "ELS_AUTH_TOKENS" not in _env(services["processor"])
     assert "DD_API_KEY" not in _env(services["ingest"])
-    assert not any(var in _env(svc) for var in ONE_OFF for svc in services.values())
+    assert not any(var in _env(svc) for var in ONE_OFF | OUTSIDE_COMPOSE for svc in services.values())
     assert _ports(services["ingest"]) == {("", 18080, 18080)}
     assert _ports(services["processor"]) == {("127.0.0.1", 16066, 16066)}  # status page: this host only
 

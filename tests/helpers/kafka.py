@@ -6,11 +6,15 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from common.kafka import KafkaSecurity, client_kwargs
+
 
 async def read_topic(bootstrap: str, topic: str, expect: int | None = None, timeout: float = 10.0,
-                     partitions: int | None = None) -> list:
-    """Every record of a topic (from the beginning), waiting until `expect` records arrived or timeout."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+                     partitions: int | None = None, security: KafkaSecurity | None = None) -> list:
+    """Every record of a topic (from the beginning), waiting until `expect` records arrived or timeout.
+    Kafka security from `security`, else the environment's settings."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                                **client_kwargs(security))
     await consumer.start()
     try:
         if partitions is None:

@@ -11,6 +11,7 @@ import time
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from common.kafka import KafkaSecurity, client_kwargs
 from els.broker import free_port
 from processor.core.bag import Bag
 from processor.outbox import unpacked
@@ -56,15 +57,16 @@ class Worker:
 class OutboxReader:
     """Follows the outbox and keeps, like the sink, the latest partial of every (group, window, partition)."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int):
+    def __init__(self, bootstrap: str, topic: str, partitions: int, security: KafkaSecurity | None = None):
         self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
+        self.security = security  # None: the environment's Kafka security settings
         self.partials: dict[tuple[str, int, int], dict] = {}
         self.logs: list[dict] = []
         self.records = 0
 
     async def __aenter__(self):
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                         auto_offset_reset="earliest")
+                                         auto_offset_reset="earliest", **client_kwargs(self.security))
         await self.consumer.start()
         tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
         self.consumer.assign(tps)
