@@ -26,7 +26,7 @@ from bench.procs import spawn, status_kb, stop
 from common.kafka import client_kwargs
 from common.topics import ensure_topics
 from els.broker import EmbeddedBroker, free_port
-from els.simulate import Simulator, produce_events
+from els.traffic import Simulator, produce_events
 
 PARTITIONS = 8
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from common.kafka import client_kwargs
-from els.simulate import Simulator
+from els.traffic import Simulator
 from ingest.envelope import event_key
 
 METRIC = "okta.workflows.events"

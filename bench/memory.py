@@ -27,7 +27,7 @@ from bench.freshness import feed_live, live_workload, wait_assigned
 from bench.procs import status_kb, stop
 from common.topics import ensure_topics
 from els.broker import free_port
-from els.simulate import Simulator
+from els.traffic import Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 8

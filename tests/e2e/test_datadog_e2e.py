@@ -14,7 +14,7 @@ import time
 import orjson
 import pytest
 
-from els.simulate import Simulator
+from els.traffic import Simulator
 from processor.core.tags import tag_value
 from processor.core.windows import window_start
 from tests.e2e.test_ingest import Ingest, make_config

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from els.simulate import Simulator, produce_events
+from els.traffic import Simulator, produce_events
 from processor.core.tags import tag_value
 from processor.sink.render import render_series
 from tests.helpers.workers import OutboxReader, Worker

@@ -17,7 +17,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from els.simulate import Simulator, produce_events
+from els.traffic import Simulator, produce_events
 from processor.core.windows import window_start
 from processor.replay.backfill import ReplayError, parse_time
 from tests.helpers.fakedatadog import FakeDatadog

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from common.topics import ensure_topics
-from els.simulate import Simulator, produce_events
+from els.traffic import Simulator, produce_events
 from tests.helpers.workers import ARTIFACTS, Worker
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -18,7 +18,7 @@ from aiokafka.partitioner import murmur2
 from yarl import URL
 
 from common.topics import ensure_topics
-from els.simulate import produce_events
+from els.traffic import produce_events
 from processor.core.bag import Bag
 from processor.web.tables import TABLE_HELP
 from tests.e2e.test_processor_e2e import worker_env

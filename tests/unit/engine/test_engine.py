@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-from els.simulate import iso
+from els.traffic import iso
 from processor.core.bag import Bag
 from processor.engine import TICK_KEY, Engine, Record, Settings
 
