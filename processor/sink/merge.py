@@ -10,8 +10,9 @@ windows live in the `sink` table, as JSON (Faust's changelog codec):
 
 Retention (keep_after_end_ms, docs/design.md "The sink's merge"): a merged window is deleted once the sink's
 clock has passed its end by the processor's lateness plus the lag between processor partitions it tolerates.
-The sink's clock is the latest window end among the partials it merged (never ahead of the wall clock), so a
-backlog, the sink's own or the processor's, does not age windows whose other partials are still to come.
+The sink's clock, per outbox partition, is the latest window end among the partials it merged from it (never ahead
+of the wall clock): an outbox partition is read in the order the processor wrote it, so a backlog, the sink's own
+or the processor's, does not age windows whose other partials are still to come.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class Merge:
         self.window_ms = window_ms
         self.lateness_ms = lateness_ms
         self.keep_ms = keep_ms
-        self.clock_ms = 0  # the latest window end merged (org months aside)
+        self.clocks: dict[int, int] = {}  # outbox partition -> the latest window end merged from it (org aside)
 
     def absorb(self, values: Iterable[dict], op: int = 0) -> tuple[dict[str, MergedWindow], list[dict]]:
         """Fold outbox values into their merged windows; return the windows touched (to store) and the log items."""
@@ -126,8 +127,8 @@ class Merge:
                     merged.op = op
                     touched[key] = merged
                 merged.absorb(str(v["p"]), v["seq"], v["bag"])
-                if not merged.is_org:
-                    self.clock_ms = max(self.clock_ms, merged.ws + self.window_ms)
+                if not merged.is_org and merged.ws + self.window_ms > self.clocks.get(op, 0):
+                    self.clocks[op] = merged.ws + self.window_ms
         return touched, logs
 
     def keep(self, windows: dict[str, MergedWindow]) -> None:
@@ -145,7 +146,7 @@ class Merge:
 
     def expired_keys(self, op: int, now_ms: int) -> list[str]:
         """Keys of outbox partition `op` past their retention (org months: kept until the month is over)."""
-        clock = min(self.clock_ms, now_ms)
+        clock = min(self.clocks.get(op, 0), now_ms)
         out = []
         for key, stored in list(self.table.items()):
             if stored.get("op") != op:
