@@ -14,24 +14,19 @@ import time
 
 import orjson
 
-from processor.core.tags import split_key
 from processor.replay.summary import ReplayStats
 from processor.sink.delivery import METRIC_MAX_AGE_S, series_requests
 from processor.sink.merge import MergedWindow
 from processor.sink.sink import Sink
 
 PIPELINE = "pipeline"
-CHAIN_PREFIX = "chain:"
 CHAINS_METRIC = "chains"
 
 
-def chains_in(windows: list[MergedWindow]) -> int:
-    """How many closed chains these windows count (the `chains` counters of the chain groups)."""
-    n = 0
-    for merged in windows:
-        if merged.group.startswith(CHAIN_PREFIX):
-            n += int(sum(v for k, v in merged.bag().counters.items() if split_key(k)[0] == CHAINS_METRIC))
-    return n
+def chains_in(series: list[dict], prefix: str) -> int:
+    """How many closed chains rendered series count (their `<prefix>.chains` points)."""
+    name = f"{prefix}.{CHAINS_METRIC}"
+    return int(sum(s["points"][0]["value"] for s in series if s["metric"] == name))
 
 
 class Emitter:
@@ -62,14 +57,17 @@ class Emitter:
         held = [] if self.historical else [w for w in ready if w.ws // 1000 < too_old]
         sent = [w for w in ready if self.historical or w.ws // 1000 >= too_old]
         s = self.stats
+        prefix = self.sink.cfg.els_metric_prefix
         s.windows_sent += len(sent)
         s.windows_held += len(held)
-        s.chains_sent += chains_in(sent)
-        s.chains_held += chains_in(held)
         if held:
-            self._hold(self.sink.render(held, int(now_s * 1000)))
+            held_series = self.sink.render(held, int(now_s * 1000))
+            s.chains_held += chains_in(held_series, prefix)
+            self._hold(held_series)
+        series = self.sink.render(sent, int(now_s * 1000))
+        s.chains_sent += chains_in(series, prefix)
         logs, self.logs = self.logs, []
-        done = await self.sink.deliver(self.sink.render(sent, int(now_s * 1000)), logs, now_s)
+        done = await self.sink.deliver(series, logs, now_s)
         s.points_sent += done.series_sent
         s.points_dropped += done.points_dropped
         s.points_refused += done.series_refused

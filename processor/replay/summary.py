@@ -43,8 +43,8 @@ class ReplayStats:
             + (f" (dry run: written to {dry_run_file})" if dry_run_file else "")
             + f", dropped: {self.points_dropped}; logs sent: {self.logs_sent}, dropped (over 18 h old): "
               f"{self.logs_dropped}",
-            f"chains sent: {self.chains_sent}," + (f" (and {self.chains_held} held back)" if self.chains_held else "")
-            + f" still open at --until, left to the live pipeline: {self.chains_open}",
+            f"chains sent: {self.chains_sent}" + (f" (and {self.chains_held} held back)" if self.chains_held else "")
+            + f"; still open at --until, left to the live pipeline: {self.chains_open}",
         ]
         if self.points_refused or self.logs_refused:
             lines.append(f"refused by Datadog (in the dead-letter topic): {self.points_refused} metric points, "

@@ -188,7 +188,7 @@ async def test_replay_after_a_quiet_stretch_sends_every_ended_chain(kafka_bootst
         assert code == 0, err
         assert chain_counts(dd.points(CHAINS)) == expected_chains(burst), out
         assert counts_of(dd.points(EVENTS)) == expected_counts(early)
-        assert "chains sent: 60," in out and "left to the live pipeline: 0" in out, out
+        assert "chains sent: 60;" in out and "left to the live pipeline: 0" in out, out
         windows = int(re.search(r"windows sent: (\d+)", out).group(1))
         assert windows > 0 and f"{windows} windows sent" in last_progress(err), (out, err)
 
@@ -197,7 +197,7 @@ async def test_replay_after_a_quiet_stretch_sends_every_ended_chain(kafka_bootst
         assert code == 0, err
         assert chain_counts(dd.points(CHAINS)) == expected_chains(burst), out  # the recent ones stay open
         assert counts_of(dd.points(EVENTS)) == expected_counts(early + late)
-        assert "chains sent: 60," in out and "left to the live pipeline: 8" in out, out
+        assert "chains sent: 60;" in out and "left to the live pipeline: 8" in out, out
 
 
 async def test_dry_run_replay_writes_its_own_file(kafka_bootstrap, topic_names, tmp_path):
