@@ -75,6 +75,7 @@ class Sender:
     async def deliver(self, series: list[dict], logs: list[dict], now_s: float | None = None) -> Delivered:
         now_s = time.time() if now_s is None else now_s
         done = Delivered()
+        self._acks = []  # a failed call's are stale: its items are delivered again
         sendable = []
         for s in series:
             why = metric_point_droppable(s["points"][0]["timestamp"], now_s, self.historical)
