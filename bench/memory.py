@@ -6,9 +6,9 @@ sent when its timestamp comes). After 1x the workload, and again after 5x in tot
 fake Datadog counts every event (the worker caught up) and then two window+lateness periods (closed chains
 expire), and reads the worker's VmRSS and its table sizes (/els/stats/).
 
-Closed windows outlive their lateness by fixed retentions (the engine's closed markers CLOSED_RETENTION_MS, the
-sink's merged windows SINK_RETENTION_MS), longer than this bench: the windows and sink tables, and so RSS, still
-grow with elapsed time here; the figures say so (`*_retention_s`) rather than hide it.
+Closed windows outlive their lateness by retentions (the engine's closed markers CLOSED_RETENTION_MS, the
+sink's merged windows processor/sink/merge.py keep_after_end_ms); while they are longer than this bench the
+windows and sink tables, and so RSS, still grow with elapsed time; the figures say so (`*_retention_s`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 8
 SETTINGS = {"ELS_WINDOW_SECONDS": 10, "ELS_LATENESS_SECONDS": 10, "ELS_FLUSH_SECONDS": 2,
             "ELS_CHAIN_QUIET_SECONDS": 2, "ELS_CHAIN_TIMEOUT_SECONDS": 30}
+FAILOVER_S = 3 + 6  # ELS_REBALANCE_TIMEOUT_SECONDS + ELS_SESSION_TIMEOUT_SECONDS below
 
 
 async def _stats(port: int) -> dict:
@@ -48,12 +49,13 @@ async def memory_bench(bootstrap: str, rate: int = 400, seconds: float = 12.0) -
     topic = f"bench-mem-{uuid.uuid4().hex[:6]}"
     sim = Simulator(seed=13, flows=20, helpers=5, dup_rate=0.05)
     from processor.engine import CLOSED_RETENTION_MS
-    from processor.sink.agent import SINK_RETENTION_MS
+    from processor.sink.merge import keep_after_end_ms
 
     horizon = SETTINGS["ELS_WINDOW_SECONDS"] + SETTINGS["ELS_LATENESS_SECONDS"]
     out: dict = {"rate_events_per_s": rate, **{k.lower(): v for k, v in SETTINGS.items()},
                  "windows_retention_s": horizon + CLOSED_RETENTION_MS // 1000,
-                 "sink_retention_s": horizon + SINK_RETENTION_MS // 1000}
+                 "sink_retention_s": SETTINGS["ELS_WINDOW_SECONDS"] + keep_after_end_ms(
+                     SETTINGS["ELS_WINDOW_SECONDS"], SETTINGS["ELS_LATENESS_SECONDS"], FAILOVER_S) // 1000}
     started = time.monotonic()
     async with FakeDatadog(api_key="bench-key") as dd:
         port = free_port()

@@ -225,9 +225,9 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_replay(args, names) -> int:
     """Backfill a time range from the raw topic; the live pipeline is untouched."""
-    from processor.replay.backfill import ReplayError, run_replay
+    from processor.replay.backfill import ReplayError, replay_config, run_replay
 
-    cfg = _apply(args, names)
+    cfg = replay_config(_apply(args, names))
     if cfg.dd_api_key is None:
         print(f"els replay: DD_API_KEY is not set: nothing goes to Datadog; the requests are written to "
               f"{cfg.els_dry_run_file}", file=sys.stderr)
@@ -237,7 +237,7 @@ def cmd_replay(args, names) -> int:
     except ReplayError as exc:
         print(f"els replay: {exc}", file=sys.stderr)
         return 2
-    print(f"els replay: {stats.summary(replay.held_file, args.historical, replay.client.dry_run)}")
+    print(f"els replay: {stats.summary(replay.held_file, args.historical, replay.dry_run_file)}")
     return 0
 
 

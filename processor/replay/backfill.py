@@ -3,113 +3,62 @@
 The live pipeline is untouched: the replay reads with its own consumer (group `<ELS_APP_ID>-replay-<since>`),
 keeps its state in plain dicts, and runs the very engine the worker runs (processor/engine.py) in replay mode,
 where the clock is event time, so windows close as the replay goes and memory stays flat. The partials of all
-partitions are merged with the sink's own code (processor/sink/agent.py) and delivered by it; a window is sent once,
-when every partition has closed it (or at the end). Partitions running ahead in event time are paused, so the
-windows waiting for the slowest partition stay few.
+partitions are merged and delivered through the sink's public API (processor/sink/sink.py, via emit.py); a window
+is sent once, when every partition has closed it (or at the end). Partitions running ahead in event time are
+paused, so the windows waiting for the slowest partition stay few.
 
 Start: offsets-for-times of the range start, minus a minute for clock skew, on every partition (the record
 timestamp is the receive time, never earlier than the event). End: the first record received after the replay
 started, or the end of the partition (its high watermark; the embedded broker under-reports ListOffsets, so
 the fetch's is used). Records received after `until` are read too: a backlog delivered late (after an outage)
-still holds events of the range. Events whose own
-timestamp falls outside [since, until) are skipped. Both bounds are aligned to window boundaries (since down,
-until up), so no window is sent with only part of its events, which would replace its full value in Datadog.
+still holds events of the range. Events whose own timestamp falls outside the range (times.py) are skipped.
 
-Not sent: the pipeline group (pipeline.*: the live pipeline's health, summarised on the terminal instead) and
-steps.month_to_date (a month's total, which a partial range would understate). Points older than one hour are
-sent only with --historical; otherwise they go, one series request per line, to the held file.
+The range's end: in replay mode only events move the clock, so the chains of the range's last quiet stretch
+would never close. At the end every partition gets what the live pipeline would have had by --until: a tick at
+that time, through the engine's live mode, which closes (and counts) every chain whose last news is at least
+ELS_CHAIN_QUIET_SECONDS before it (or that timed out); the chains still open are left to the live pipeline.
+
+Not sent: the pipeline group (summarised on the terminal instead) and steps.month_to_date (a month's total,
+which a partial range would understate). Points older than one hour are sent only with --historical.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+import dataclasses
 import os
-import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import orjson
 
 from common import kafka_check
 from common.config import Config
-from processor.core.bag import Bag
+from common.deadletter import DeadLetterWriter, Stage
 from processor.core.model import InvalidEvent, parse_timestamp
-from processor.core.windows import window_start
-from processor.engine import Engine, Record, Settings, is_tick
-from processor.sink.agent import Sink
+from processor.engine import TICK_HEADER, TICK_KEY, Engine, Record, Settings, is_tick
+from processor.replay.emit import Emitter
+from processor.replay.summary import ReplayStats
+from processor.replay.times import Range, ReplayError, label, parse_time
 from processor.sink.client import DatadogClient
-from processor.sink.delivery import METRIC_MAX_AGE_S, series_requests
+from processor.sink.sink import Sink
+
+__all__ = ["Replay", "ReplayError", "ReplayStats", "parse_time", "replay_config", "run_replay"]
 
 SKEW_MS = 60_000            # receive clocks may be behind event clocks by this much
 BATCH_RECORDS = 2000
 SEND_EVERY_S = 2.0
 SEND_AT_SERIES = 5000
 IDLE_GIVE_UP_S = 30.0
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DRY_RUN_FILE = "var/datadog-dry-run-replay.ndjson"  # apart from the live sink's, unless ELS_DRY_RUN_FILE is set
 
 
-class ReplayError(ValueError):
-    """A replay that cannot start (bad range, missing topic); the message says what to change."""
-
-
-def parse_time(text: str, now_ms: int) -> int:
-    """ms since epoch from ISO 8601 (UTC when no offset) or a duration ago: `90s`, `30m`, `2h`, `7d`, `1w`."""
-    s = text.strip()
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", s)
-    if m:
-        return now_ms - int(float(m.group(1)) * UNITS[m.group(2)] * 1000)
-    try:
-        d = datetime.fromisoformat(s.replace("z", "Z"))
-    except ValueError:
-        raise ReplayError(f"{text!r} is neither ISO 8601 (2024-05-01T12:00:00Z) nor a duration ago "
-                          "(30m, 2h, 7d)") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=UTC)
-    return int(d.timestamp() * 1000)
-
-
-def label(ms: int) -> str:
-    """A time as it appears in the replay's group id and held file name: 20240501T120000Z."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-@dataclass
-class ReplayStats:
-    total: int = 0              # records between the start and end offsets
-    read: int = 0
-    ticks: int = 0
-    outside: int = 0            # events whose own timestamp is outside the range
-    invalid: int = 0            # unusable records (the live pipeline dead-lettered them)
-    events: int = 0             # events the engine took (duplicates excluded)
-    duplicates: int = 0
-    late: int = 0
-    windows: int = 0            # (group, window) pairs sent or held
-    points_sent: int = 0
-    points_held: int = 0
-    points_dropped: int = 0     # more than 10 minutes in the future, or refused by Datadog
-    logs_sent: int = 0
-    logs_dropped: int = 0
-    held_requests: int = 0
-
-    def summary(self, held_file: str, historical: bool, dry_run: bool) -> str:
-        lines = [
-            f"replayed {self.events} events ({self.duplicates} duplicates counted once, {self.late} too late for "
-            f"their window, {self.outside} outside the range, {self.invalid} unusable) from {self.read} records",
-            f"windows emitted: {self.windows}; metric points sent: {self.points_sent}"
-            + (" (dry run: written to ELS_DRY_RUN_FILE)" if dry_run else "")
-            + f", dropped: {self.points_dropped}; logs sent: {self.logs_sent}, dropped (over 18 h old): "
-              f"{self.logs_dropped}",
-        ]
-        if self.points_held:
-            lines.append(f"held back {self.points_held} metric points older than 1 hour in {held_file} "
-                         f"({self.held_requests} series requests, one per line); enable Historical Metrics "
-                         "Ingestion in Datadog and replay with --historical to send them")
-        elif not historical:
-            lines.append("held back 0 metric points (none older than 1 hour)")
-        return "\n".join(lines)
+def replay_config(cfg: Config, environ: Mapping[str, str] | None = None) -> Config:
+    """The settings as the replay uses them: a dry run writes DRY_RUN_FILE unless ELS_DRY_RUN_FILE was given."""
+    env = os.environ if environ is None else environ
+    return cfg if env.get("ELS_DRY_RUN_FILE") else dataclasses.replace(cfg, els_dry_run_file=DRY_RUN_FILE)
 
 
 @dataclass
@@ -118,103 +67,108 @@ class _Part:
     end: int
     done: bool = False
     paused: bool = False
+    clock: int = 0   # the highest event time the engine took here (its replay-mode clock)
+    last: int = -1   # the last offset handed to the engine
 
 
 class Replay:
     def __init__(self, cfg: Config, since_ms: int, until_ms: int, *, historical: bool = False,
                  held_file: str | None = None, progress: bool = False, out=None):
-        if until_ms <= since_ms:
-            raise ReplayError("--until must be after --since")
         self.cfg = cfg
         self.window_ms = cfg.els_window_seconds * 1000
         self.lateness_ms = cfg.els_lateness_seconds * 1000
-        self.since_ms = window_start(since_ms, self.window_ms)
-        self.until_ms = -(-until_ms // self.window_ms) * self.window_ms
-        self.historical = historical
-        self.held_file = held_file or f"var/replay-{label(self.since_ms)}-held.ndjson"
-        self.group_id = f"{cfg.els_app_id}-replay-{label(self.since_ms)}"
-        self.progress = progress
         self.started_ms = int(time.time() * 1000)
+        self.range = Range.of(since_ms, until_ms, self.window_ms, self.started_ms)
+        self.historical = historical
+        self.held_file = held_file or f"var/replay-{label(self.range.since_ms)}-held.ndjson"
+        self.group_id = f"{cfg.els_app_id}-replay-{label(self.range.since_ms)}"
+        self.progress = progress
         self.out = out or sys.stderr
         self.stats = ReplayStats()
         self.chains: dict = {}
         self.windows: dict = {}
-        self.engine = Engine(Settings(window_ms=self.window_ms, lateness_ms=self.lateness_ms,
-                                      quiet_ms=cfg.els_chain_quiet_seconds * 1000,
-                                      timeout_ms=cfg.els_chain_timeout_seconds * 1000,
-                                      logs=cfg.logs_enabled, replay=True), self.chains, self.windows)
+        self.engine = Engine(self._settings(replay=True), self.chains, self.windows)
         self.client = DatadogClient(cfg)
-        self.merged: dict[str, dict] = {}   # the sink's table: "group|ws" -> {"group", "ws", "parts"}
-        self.sink = Sink(cfg, self.client, self._not_sent, self.merged, historical=historical)
         self._producer = None
-        self._logs: list[dict] = []
-        self._series_pending = 0
+        deadletters = DeadLetterWriter(cfg.els_deadletter_topic, Stage.REPLAY, self._send_deadletter)
+        # what Datadog would drop is counted, not dead-lettered: old points are held back in a file instead
+        self.sink = Sink(cfg, self.client, deadletters, {}, historical=historical, deadletter_drops=False)
+        self.emitter = Emitter(self.sink, self.stats, self.held_file, historical)
+        self._t0 = time.monotonic()
 
-    # -- what the sink does not send ---------------------------------------------------------------------
-    async def _not_sent(self, value: bytes, reason: str) -> None:
-        """The sink's dead-letter hook: too old/too new is counted; refused by Datadog goes to the topic too."""
-        is_point = value.startswith(b'{"metric"')
-        if reason.startswith("not sent to Datadog"):
-            if is_point:
-                self.stats.points_dropped += 1
-            else:
-                self.stats.logs_dropped += 1
-            return
-        self.stats.points_dropped += is_point
+    def _settings(self, replay: bool) -> Settings:
+        cfg = self.cfg
+        return Settings(window_ms=self.window_ms, lateness_ms=self.lateness_ms,
+                        quiet_ms=cfg.els_chain_quiet_seconds * 1000, timeout_ms=cfg.els_chain_timeout_seconds * 1000,
+                        logs=cfg.logs_enabled, replay=replay)
+
+    @property
+    def dry_run_file(self) -> str | None:
+        """Where the requests go instead of Datadog (None: to Datadog)."""
+        return self.cfg.els_dry_run_file if self.client.dry_run else None
+
+    async def _send_deadletter(self, topic: str, value: bytes, headers) -> asyncio.Future:
+        """Datadog's final refusals go to the dead-letter topic, through a producer started on first use."""
         if self._producer is None:
             from aiokafka import AIOKafkaProducer
 
             self._producer = AIOKafkaProducer(bootstrap_servers=self.cfg.bootstrap_list, acks="all",
                                               **self.cfg.kafka_security.client_kwargs())
             await self._producer.start()
-        await self._producer.send_and_wait(self.cfg.els_deadletter_topic, value,
-                                           headers=[("reason", reason.encode()[:4000]), ("stage", b"replay")])
+        return await self._producer.send(topic, value, headers=headers)
 
     # -- the run ---------------------------------------------------------------------------------------------
     async def run(self) -> ReplayStats:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import AIOKafkaConsumer
         from aiokafka.errors import KafkaError
 
-        cfg = self.cfg
-        consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap_list, group_id=self.group_id,
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.cfg.bootstrap_list, group_id=self.group_id,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
-                                    max_poll_records=BATCH_RECORDS, **cfg.kafka_security.client_kwargs())
+                                    max_poll_records=BATCH_RECORDS, **self.cfg.kafka_security.client_kwargs())
         try:
             await consumer.start()
         except KafkaError as exc:
             await consumer.stop()
             # the cause in words, naming the setting to fix (an untrusted certificate, a refused password)
-            problem = await kafka_check.failure(cfg.bootstrap_list, cfg.kafka_security, exc)
+            problem = await kafka_check.failure(self.cfg.bootstrap_list, self.cfg.kafka_security, exc)
             raise ReplayError(str(problem)) from None
         try:
-            parts = await self._partitions(consumer)
-            tps = [TopicPartition(cfg.els_raw_topic, p) for p in parts]
-            ends = await consumer.end_offsets(tps)
-            starts = await consumer.offsets_for_times({tp: max(self.since_ms - SKEW_MS, 0) for tp in tps})
-            state: dict[int, _Part] = {}
-            for tp in tps:
-                found = starts.get(tp)
-                start = found.offset if found is not None else ends[tp]
-                state[tp.partition] = _Part(start, max(ends[tp], start), done=found is None)
-            self._total(state)
-            active = [tp for tp in tps if not state[tp.partition].done]
-            if active:
-                consumer.assign(active)
-                for tp in active:
-                    consumer.seek(tp, state[tp.partition].start)
-            await self._loop(consumer, state, {tp.partition: tp for tp in active})
-            await self._send(final=True)
-            if active:
-                try:  # the group's committed position shows how far the replay went (kafka-consumer-groups)
-                    await consumer.commit({tp: state[tp.partition].end for tp in active})
-                except Exception as exc:  # noqa: BLE001 - informative only
-                    self._say(f"could not commit the replay group's offsets ({exc!r}); nothing else is affected")
+            await self._replay(consumer)
         finally:
             await consumer.stop()
             await self.client.close()
             if self._producer is not None:
                 await self._producer.stop()
         return self.stats
+
+    async def _replay(self, consumer) -> None:
+        from aiokafka import TopicPartition
+
+        parts = await self._partitions(consumer)
+        tps = [TopicPartition(self.cfg.els_raw_topic, p) for p in parts]
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.offsets_for_times({tp: max(self.range.since_ms - SKEW_MS, 0) for tp in tps})
+        state: dict[int, _Part] = {}
+        for tp in tps:
+            found = starts.get(tp)
+            start = found.offset if found is not None else ends[tp]
+            state[tp.partition] = _Part(start, max(ends[tp], start), done=found is None)
+        self._total(state)
+        active = [tp for tp in tps if not state[tp.partition].done]
+        if active:
+            consumer.assign(active)
+            for tp in active:
+                consumer.seek(tp, state[tp.partition].start)
+        await self._loop(consumer, state, {tp.partition: tp for tp in active})
+        self._end_range(state)
+        await self.emitter.emit()
+        if self.progress:
+            self._report(final=True)
+        if active:
+            try:  # the group's committed position shows how far the replay went (kafka-consumer-groups)
+                await consumer.commit({tp: state[tp.partition].end for tp in active})
+            except Exception as exc:  # noqa: BLE001 - informative only
+                self._say(f"could not commit the replay group's offsets ({exc!r}); nothing else is affected")
 
     async def _partitions(self, consumer) -> list[int]:
         topic = self.cfg.els_raw_topic
@@ -227,39 +181,15 @@ class Replay:
         raise ReplayError(f"topic {topic!r} does not exist on {self.cfg.kafka_bootstrap_servers} (ELS_RAW_TOPIC)")
 
     async def _loop(self, consumer, state: dict[int, _Part], tps: dict) -> None:
-        t0 = last_report = last_send = last_data = time.monotonic()
-        stop_ms = self.started_ms
+        last_report = last_send = last_data = time.monotonic()
         while not all(s.done for s in state.values()):
             batch = await consumer.getmany(timeout_ms=500, max_records=BATCH_RECORDS)
             for tp, msgs in batch.items():
-                st = state[tp.partition]
-                if st.done:
-                    continue
-                records = []
-                for m in msgs:
-                    if m.timestamp is not None and m.timestamp >= stop_ms:
-                        st.done = True
-                        break
-                    self.stats.read += 1
-                    rec = self._record(m)
-                    if rec is not None:
-                        records.append(rec)
-                if records:
-                    self._step(tp.partition, records)
-                st.end = max(st.end, consumer.highwater(tp) or 0)
-                if not st.done and await consumer.position(tp) >= st.end:
-                    st.done = True
-                if st.done:
-                    consumer.pause(tp)
+                await self._take(consumer, tp, msgs, state[tp.partition])
             now = time.monotonic()
             if batch:
                 last_data = now
-            for p, st in state.items():  # partitions that answered nothing: maybe at their end already
-                if not st.done and not st.paused and tps[p] not in batch:
-                    hw = consumer.highwater(tps[p])
-                    if hw is not None and await consumer.position(tps[p]) >= max(st.end, hw):
-                        st.done = True
-                        consumer.pause(tps[p])
+            await self._find_ends(consumer, state, tps, batch)
             if now - last_data > IDLE_GIVE_UP_S:
                 stuck = sorted(p for p, st in state.items() if not st.done)
                 self._say(f"no records from partitions {stuck} for {IDLE_GIVE_UP_S:.0f}s although the broker "
@@ -268,21 +198,48 @@ class Replay:
                     state[p].done = True
             self._throttle(consumer, state, tps)
             self._total(state)
-            if self._series_pending >= SEND_AT_SERIES or now - last_send >= SEND_EVERY_S:
-                await self._send(final=False, state=state)
+            if self.emitter.pending >= SEND_AT_SERIES or now - last_send >= SEND_EVERY_S:
+                await self.emitter.emit(self._watermark(state))
                 last_send = time.monotonic()
             if self.progress and now - last_report >= 0.5:
                 last_report = now
-                self._report(now - t0)
-        if self.progress:
-            self._report(time.monotonic() - t0, final=True)
+                self._report()
 
-    def _record(self, m) -> Record | None:
-        """The engine's Record for a raw record in the range; None (counted) for ticks and everything else."""
+    async def _take(self, consumer, tp, msgs, st: _Part) -> None:
+        """Hand one partition's fetched records to the engine, up to the first one received after the start."""
+        if st.done:
+            return
+        records: list[tuple[Record, int]] = []
+        for m in msgs:
+            if m.timestamp is not None and m.timestamp >= self.started_ms:
+                st.done = True
+                break
+            self.stats.read += 1
+            rec = self._record(m)
+            if rec is not None:
+                records.append(rec)
+        if records:
+            self._step(tp.partition, records, st)
+        st.end = max(st.end, consumer.highwater(tp) or 0)
+        if not st.done and await consumer.position(tp) >= st.end:
+            st.done = True
+        if st.done:
+            consumer.pause(tp)
+
+    async def _find_ends(self, consumer, state: dict[int, _Part], tps: dict, batch: dict) -> None:
+        """Partitions that answered nothing may be at their end already."""
+        for p, st in state.items():
+            if not st.done and not st.paused and tps[p] not in batch:
+                hw = consumer.highwater(tps[p])
+                if hw is not None and await consumer.position(tps[p]) >= max(st.end, hw):
+                    st.done = True
+                    consumer.pause(tps[p])
+
+    def _record(self, m) -> tuple[Record, int] | None:
+        """The engine's Record for a raw record in the range, with its event time; None (counted) otherwise."""
         headers = dict(m.headers or ())
         rec = Record(m.offset, m.key, m.value, headers, m.timestamp)
         if is_tick(rec):
-            self.stats.ticks += 1
             return None
         try:
             ev = orjson.loads(m.value)
@@ -298,13 +255,20 @@ class Replay:
                 ts = int(headers.get("received_at") or m.timestamp)
             except ValueError:
                 ts = m.timestamp
-        if not self.since_ms <= ts < self.until_ms:
+        if ts not in self.range:
             self.stats.outside += 1
             return None
-        return rec
+        return rec, ts
 
-    def _step(self, p: int, records: list[Record]) -> None:
-        out, chain_writes, window_writes = self.engine.step(p, records)
+    def _step(self, p: int, records: list[tuple[Record, int]], st: _Part) -> None:
+        out = self._apply(p, self.engine.step(p, [rec for rec, _ts in records]))
+        refused = {value for value, _reason in out.deadletters}
+        st.clock = max([st.clock, *(ts for rec, ts in records if rec.value not in refused)])
+        st.last = max(st.last, records[-1][0].offset)
+
+    def _apply(self, p: int, result):
+        """Store what the engine wrote and hand its outputs to the emitter; returns the outputs."""
+        out, chain_writes, window_writes = result
         for store, writes in ((self.chains, chain_writes), (self.windows, window_writes)):
             for key, value in writes.items():
                 if value is None:
@@ -313,27 +277,41 @@ class Replay:
                     store[key] = value
         self.stats.invalid += len(out.deadletters)
         partials = [v for _k, v in out.partials if not v["group"].startswith("org:")]
-        touched, _logs = self.sink.absorb(partials, 0)
-        self.merged.update(touched)
-        self._series_pending += len(partials)
-        self._logs += [v["item"] for _k, v in out.logs]
+        self.emitter.absorb(partials, [v["item"] for _k, v in out.logs])
+        return out
+
+    def _end_range(self, state: dict[int, _Part]) -> None:
+        """Every partition at --until as the live pipeline sees it: a tick at range.close_ms, in the engine's live
+        mode (replay mode ignores ticks), closes and counts the chains quiet (or timed out) by then, and closes the
+        windows due; the chains still open are counted and left to the live pipeline."""
+        live = Engine(self._settings(replay=False), self.chains, self.windows)
+        tick = orjson.dumps({"tick": self.range.close_ms})
+        for p, st in state.items():
+            if st.last < 0:
+                continue  # nothing of the range was read there
+            rec = Record(st.last + 1, TICK_KEY, tick, {TICK_HEADER: b"tick"}, self.range.close_ms)
+            self._apply(p, live.step(p, [rec]))
+            self.stats.chains_open += len(live.open_chains_of(p) or ())
+
+    @staticmethod
+    def _watermark(state: dict[int, _Part]) -> int:
+        """The event time every partition has closed its windows up to. A partition that is done counts too: the
+        range's end may still close its chains, into windows it has not closed."""
+        return min((st.clock for st in state.values() if not st.done or st.last >= 0), default=0)
 
     def _total(self, state: dict[int, _Part]) -> None:
         self.stats.total = sum(st.end - st.start for st in state.values())
-
-    def _clock(self, p: int) -> int:
-        return (self.windows.get(f"{p}|clock") or {}).get("now", 0)
 
     def _throttle(self, consumer, state: dict[int, _Part], tps: dict) -> None:
         """Pause partitions more than two windows plus lateness ahead of the slowest one (in event time)."""
         running = [p for p, s in state.items() if not s.done]
         if not running:
             return
-        floor = min(self._clock(p) for p in running)
+        floor = min(state[p].clock for p in running)
         gap = 2 * (self.window_ms + self.lateness_ms)
         for p in running:
-            ahead = self._clock(p) > floor + gap
             st = state[p]
+            ahead = st.clock > floor + gap
             if ahead and not st.paused:
                 consumer.pause(tps[p])
                 st.paused = True
@@ -341,59 +319,14 @@ class Replay:
                 consumer.resume(tps[p])
                 st.paused = False
 
-    async def _send(self, final: bool, state: dict[int, _Part] | None = None) -> None:
-        """Send the windows every partition has closed (all of them when final), and the logs so far."""
-        if final:
-            watermark = math.inf
-        else:
-            running = [p for p, s in state.items() if not s.done]
-            watermark = min((self._clock(p) for p in running), default=math.inf)
-        ready: dict[str, dict] = {}
-        for key, entry in list(self.merged.items()):
-            if entry["ws"] + self.window_ms + self.lateness_ms <= watermark:
-                ready[key] = self.merged.pop(key)
-        pipeline = {k: e for k, e in ready.items() if e["group"] == "pipeline"}
-        for entry in pipeline.values():
-            bag = Bag()
-            for part in entry["parts"].values():
-                bag.merge(Bag.from_dict(part["bag"]))
-            c = bag.counters
-            self.stats.duplicates += int(c.get("pipeline.duplicates", 0))
-            self.stats.late += int(c.get("pipeline.late_events", 0))
-            self.stats.events += int(c.get("pipeline.events_in", 0))
-        ready = {k: e for k, e in ready.items() if e["group"] != "pipeline"}
-        if not ready and not self._logs:
-            return
-        self._series_pending = 0
-        self.stats.windows += len(ready)
-        now_s = time.time()
-        series = self.sink.render(ready, int(now_s * 1000))
-        held = []
-        if not self.historical:
-            held = [s for s in series if s["points"][0]["timestamp"] < now_s - METRIC_MAX_AGE_S]
-            series = [s for s in series if s["points"][0]["timestamp"] >= now_s - METRIC_MAX_AGE_S]
-        if held:
-            os.makedirs(os.path.dirname(self.held_file) or ".", exist_ok=True)
-            with open(self.held_file, "ab") as f:
-                for batch in series_requests(held):
-                    f.write(orjson.dumps({"series": batch}) + b"\n")
-                    self.stats.held_requests += 1
-            self.stats.points_held += len(held)
-        logs, self._logs = self._logs, []
-        before = dict(self.sink.stats)
-        await self.sink.deliver(series, logs, now_s)
-        self.stats.points_sent += self.sink.stats["series_sent"] - before.get("series_sent", 0)
-        self.stats.logs_sent += self.sink.stats["logs_sent"] - before.get("logs_sent", 0)
-
     def _say(self, message: str) -> None:
         self.out.write(f"\nels replay: {message}\n")
         self.out.flush()
 
-    def _report(self, elapsed: float, final: bool = False) -> None:
-        s = self.stats
-        rate = s.read / elapsed if elapsed > 0 else 0.0
-        self.out.write(f"\rreplay: {s.read}/{s.total} records ({rate:.0f}/s), {s.windows} windows sent, "
-                       f"{s.points_held} points held   " + ("\n" if final else ""))
+    def _report(self, final: bool = False) -> None:
+        elapsed = time.monotonic() - self._t0
+        rate = self.stats.read / elapsed if elapsed > 0 else 0.0
+        self.out.write("\r" + self.stats.progress(rate) + "   " + ("\n" if final else ""))
         self.out.flush()
 
 
@@ -402,6 +335,6 @@ def run_replay(cfg: Config, since: str, until: str | None, *, historical: bool =
     now_ms = int(time.time() * 1000)
     since_ms = parse_time(since, now_ms)
     until_ms = parse_time(until, now_ms) if until else now_ms
-    replay = Replay(cfg, since_ms, until_ms, historical=historical, held_file=held_file, progress=progress)
+    replay = Replay(replay_config(cfg), since_ms, until_ms, historical=historical, held_file=held_file,
+                    progress=progress)
     return replay, asyncio.run(replay.run())
-

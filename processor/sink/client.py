@@ -72,8 +72,6 @@ class DatadogClient:
         self.cfg = cfg
         self.dry_run = not cfg.dd_api_key
         self._client: AsyncApiClient | None = None
-        self.requests = 0
-        self.bytes = 0
 
     def _api(self) -> AsyncApiClient:
         if self._client is None:
@@ -99,7 +97,6 @@ class DatadogClient:
         return await self._call(LogsApi(self._api()).submit_log(body=body, content_encoding=ContentEncoding.GZIP))
 
     async def _call(self, coro) -> Answer:
-        self.requests += 1
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S + 5):
                 await coro
@@ -112,9 +109,7 @@ class DatadogClient:
             return Answer(None, {}, repr(exc))
 
     def _dry(self, path: str, body) -> Answer:
-        self.requests += 1
         line = orjson.dumps({"at": int(time.time() * 1000), "path": path, "body": body})
-        self.bytes += len(line)
         os.makedirs(os.path.dirname(self.cfg.els_dry_run_file) or ".", exist_ok=True)
         with open(self.cfg.els_dry_run_file, "ab") as f:
             f.write(line + b"\n")

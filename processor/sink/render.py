@@ -1,10 +1,16 @@
-"""Rendering a merged bag into Datadog v2 series (plain dicts in MetricSeries.to_dict() shape)."""
+"""Rendering merged windows into Datadog v2 series (plain dicts in MetricSeries.to_dict() shape), and log items
+into what Datadog's logs intake takes: the pipeline's base tags (DD_TAGS, env, service) on both."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from common.config import Config
 from processor.core.bag import ENDED, OUTCOMES, STEPS_N, Bag
 from processor.core.sketch import quantile
-from processor.core.tags import cap, split_key, tag_value
+from processor.core.tags import cap, parse_dd_tags, split_key, tag_value
+from processor.core.windows import window_start
+from processor.sink.merge import MergedWindow
 
 COUNT, GAUGE = 1, 3  # datadog_api_client.v2.model.metric_intake_type.MetricIntakeType values
 # sketch name -> the gauges rendered from it (PRODUCT.md "Metrics")
@@ -14,6 +20,46 @@ SKETCH_GAUGES: dict[str, tuple[tuple[str, float | str], ...]] = {
 }
 # labels every series of a group kind carries, with the fallback when no event said it
 REQUIRED_LABELS = {"flow": ("flow_id", "flow_name"), "chain": ("root_flow_id", "root_flow_name")}
+
+
+def base_tags(cfg: Config) -> list[str]:
+    """DD_TAGS, then env:<DD_ENV> and service:<DD_SERVICE> unless DD_TAGS already says them."""
+    tags = parse_dd_tags(cfg.dd_tags)
+    if cfg.dd_env and not any(t.startswith("env:") for t in tags):
+        tags.append(f"env:{tag_value(cfg.dd_env)}")
+    if not any(t.startswith("service:") for t in tags):
+        tags.append(f"service:{tag_value(cfg.dd_service)}")
+    return tags
+
+
+class Renderer:
+    """Merged windows -> series, log items -> Datadog log items, with the pipeline's settings."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.base_tags = base_tags(cfg)
+
+    def series(self, windows: Iterable[MergedWindow], now_ms: int) -> list[dict]:
+        """Every window's series; an org month is stamped with the current window (Datadog drops old points)."""
+        cfg = self.cfg
+        out: list[dict] = []
+        for merged in windows:
+            ws = window_start(now_ms, cfg.els_window_seconds * 1000) if merged.is_org else merged.ws
+            out += render_series(merged.group, ws, cfg.els_window_seconds, merged.bag(),
+                                 prefix=cfg.els_metric_prefix, base_tags=self.base_tags,
+                                 monthly_step_limit=cfg.els_monthly_step_limit)
+        return out
+
+    def log(self, item: dict) -> dict:
+        """A log item with the service and the base tags (after the item's own ddtags)."""
+        item = dict(item)
+        item.setdefault("service", self.cfg.dd_service)
+        tags = list(self.base_tags)
+        if item.get("ddtags"):
+            tags.insert(0, item["ddtags"])
+        item["ddtags"] = ",".join(tags)
+        return item
+
 
 def _series(metric: str, mtype: int, ts: int, value: float, tags: list[str], interval: int | None) -> dict:
     s = {"metric": metric, "type": mtype, "points": [{"timestamp": ts, "value": float(value)}], "tags": tags}

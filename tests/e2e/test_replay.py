@@ -21,6 +21,7 @@ from els.traffic import Simulator, produce_events
 from processor.core.windows import window_start
 from processor.replay.backfill import ReplayError, parse_time
 from tests.helpers.fakedatadog import FakeDatadog
+from tests.helpers.paths import ROOT
 
 pytestmark = pytest.mark.broker
 
@@ -135,7 +136,8 @@ async def test_replay_without_api_key_runs_dry_and_honours_until(kafka_bootstrap
     assert code == 0, err
     assert "DD_API_KEY is not set" in err and "dry run" in out, out
     assert dry.exists(), out
-    series = [s for line in dry.read_text().splitlines() for s in orjson.loads(line)["body"]["series"]
+    requests = [orjson.loads(line) for line in dry.read_text().splitlines()]
+    series = [s for r in requests if r["path"] == "/api/v2/series" for s in r["body"]["series"]
               if s["metric"] == EVENTS]
     got = counts_of([(s["points"][0]["timestamp"], s["tags"], s["points"][0]["value"]) for s in series])
     assert got == expected_counts(first)  # the later events are past --until
@@ -146,3 +148,72 @@ async def test_replay_of_a_missing_topic_says_so(kafka_bootstrap):
     code, _out, err = await run_replay("--since", "1h", env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
                                                             "ELS_RAW_TOPIC": "no-such-topic-xyz"}, timeout=60)
     assert code == 2 and "does not exist" in err
+
+
+CHAINS = "okta.workflows.chains"
+
+
+def chain_counts(points) -> Counter:
+    """(root_flow_id, status, had_failures) -> chains, from Datadog's chain series."""
+    out = Counter()
+    for _ts, tags, value in points:
+        t = dict(tag.split(":", 1) for tag in tags)
+        out[(t["root_flow_id"], t["status"], t["had_failures"])] += value
+    return out
+
+
+def expected_chains(sim: Simulator) -> Counter:
+    return Counter({(root, status, "true" if had else "false"): n
+                    for (root, status, had), n in sim.expected.chains.items()})
+
+
+def last_progress(err: str) -> str:
+    return [line for line in re.split(r"[\r\n]", err) if line.startswith("replay: ")][-1]
+
+
+async def test_replay_after_a_quiet_stretch_sends_every_ended_chain(kafka_bootstrap, topic_names, tmp_path):
+    """A burst, then quiet: chains close at the end of the range (no later event moves event time on), and the
+    summary counts them; chains too recent at --until are left open, and the summary says how many."""
+    now = int(time.time() * 1000)
+    burst = Simulator(seed=31, flows=5, helpers=2, dup_rate=0.05)
+    early = burst.workload(60, now - 10 * 60_000, 5_000)
+    recent = Simulator(seed=32, flows=5, helpers=2, dup_rate=0.0)
+    late = recent.workload(8, now - 3 * 60_000 - 15_000, 10_000)  # 5-15 s before the second run's --until
+    await produce_events(kafka_bootstrap, topic_names["ELS_RAW_TOPIC"], early + late)
+    async with FakeDatadog(api_key="replay-key") as dd:
+        env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, **topic_names, "ELS_APP_ID": "app-quiet",
+               "ELS_WINDOW_SECONDS": str(WINDOW_S), "ELS_CHAIN_QUIET_SECONDS": "60", "DD_URL": dd.url,
+               "DD_API_KEY": "replay-key", "ELS_DRY_RUN_FILE": str(tmp_path / "dry.ndjson")}
+        code, out, err = await run_replay("--since", "15m", "--until", "6m", "--progress", env=env)
+        assert code == 0, err
+        assert chain_counts(dd.points(CHAINS)) == expected_chains(burst), out
+        assert counts_of(dd.points(EVENTS)) == expected_counts(early)
+        assert "chains sent: 60;" in out and "left to the live pipeline: 0" in out, out
+        windows = int(re.search(r"windows sent: (\d+)", out).group(1))
+        assert windows > 0 and f"{windows} windows sent" in last_progress(err), (out, err)
+
+        dd.reset()
+        code, out, err = await run_replay("--since", "15m", "--until", "3m", env=env)
+        assert code == 0, err
+        assert chain_counts(dd.points(CHAINS)) == expected_chains(burst), out  # the recent ones stay open
+        assert counts_of(dd.points(EVENTS)) == expected_counts(early + late)
+        assert "chains sent: 60;" in out and "left to the live pipeline: 8" in out, out
+
+
+async def test_dry_run_replay_writes_its_own_file(kafka_bootstrap, topic_names, tmp_path):
+    """Without ELS_DRY_RUN_FILE, a dry replay writes var/datadog-dry-run-replay.ndjson, not the live sink's file."""
+    now = int(time.time() * 1000)
+    events = Simulator(seed=7, flows=2, helpers=1, dup_rate=0.0).workload(5, now - 20 * 60_000, 10_000)
+    await produce_events(kafka_bootstrap, topic_names["ELS_RAW_TOPIC"], events)
+    env = {k: v for k, v in os.environ.items() if k != "ELS_DRY_RUN_FILE"}
+    env.update({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, **topic_names, "ELS_APP_ID": "app-dry-own",
+                "ELS_WINDOW_SECONDS": str(WINDOW_S), "DD_API_KEY": "",
+                "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "els.cli", "replay", "--since", "30m", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    own = tmp_path / "var" / "datadog-dry-run-replay.ndjson"
+    assert own.exists() and not (tmp_path / "var" / "datadog-dry-run.ndjson").exists()
+    assert str(own.relative_to(tmp_path)) in err.decode() and str(own.relative_to(tmp_path)) in out.decode()

@@ -3,6 +3,7 @@ merge-and-retry logic against a scripted client."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import random
 
@@ -10,11 +11,12 @@ import orjson
 import pytest
 
 from common.config import Config
+from common.deadletter import DeadLetterWriter, Stage
 from processor.core.bag import Bag
 from processor.sink import delivery
-from processor.sink.agent import Sink
 from processor.sink.client import Answer
 from processor.sink.delivery import decide, log_requests, metric_point_droppable, series_requests
+from processor.sink.sink import Sink
 
 
 def series(i: int, tags: int = 3) -> dict:
@@ -100,13 +102,17 @@ class ScriptedClient:
 
 
 def make_sink(client, **env) -> tuple[Sink, list]:
+    """A sink whose dead letters are collected as (item, headers) with the writer's headers."""
     dead = []
 
-    async def deadletter(value, reason):
-        dead.append((orjson.loads(value), reason))
+    async def send(topic, value, headers) -> asyncio.Future:
+        dead.append((orjson.loads(value), {k: v.decode() for k, v in headers}))
+        ack = asyncio.get_running_loop().create_future()
+        ack.set_result(None)
+        return ack
 
     cfg = Config.from_env({"DD_TAGS": "env:prod,team:IAM", **env})
-    return Sink(cfg, client, deadletter, {}), dead
+    return Sink(cfg, client, DeadLetterWriter(cfg.els_deadletter_topic, Stage.SINK, send), {}), dead
 
 
 def partial(p: int, seq: int, events: int, ws: int = 1_790_000_040_000) -> dict:
@@ -120,7 +126,7 @@ def test_sink_merges_the_latest_partial_of_each_partition():
     sink, _ = make_sink(ScriptedClient())
     touched, _ = sink.absorb([partial(0, 5, 3), partial(1, 7, 4), partial(0, 4, 99), partial(0, 9, 5)])
     (entry,) = touched.values()
-    series_out = sink.render(touched, 1_790_000_100_000)
+    series_out = sink.render(touched.values(), 1_790_000_100_000)
     events = [s for s in series_out if s["metric"] == "okta.workflows.events"]
     assert len(events) == 1 and events[0]["points"][0]["value"] == 9  # 5 (p0, seq 9) + 4 (p1)
     assert "env:prod" in events[0]["tags"] and "team:iam" in events[0]["tags"]
@@ -131,11 +137,13 @@ async def test_sink_retries_until_taken_and_splits_refused_items():
     client = ScriptedClient([503, 429, None, lambda b: 400 if len(b) > 1 else 202, 202, 400])
     sink, dead = make_sink(client)
     batch = [series(i) for i in range(2)]
-    await sink.deliver(batch, [], now_s=1_790_000_000)
-    assert sink.stats["sink_retries"] == 3
+    done = await sink.deliver(batch, [], now_s=1_790_000_000)
+    assert sink.stats["sink_retries"] == 3 == done.retries
     sent = [s for _, b in client.sent for s in b]
     assert sent == [batch[0]]  # the second item was split off and refused by Datadog
-    assert [d[0] for d in dead] == [batch[1]] and "400" in dead[0][1]
+    assert [d[0] for d in dead] == [batch[1]] and "400" in dead[0][1]["reason"]
+    assert dead[0][1]["stage"] == "sink" and dead[0][1]["status"] == "400"
+    assert (done.series_sent, done.series_refused) == (1, 1)
 
 
 async def test_sink_drops_what_datadog_would_drop_and_dead_letters_it():
@@ -147,8 +155,27 @@ async def test_sink_drops_what_datadog_would_drop_and_dead_letters_it():
     fresh = series(2)
     fresh["points"][0]["timestamp"] = now - 60
     old_log = {"message": "m", "timestamp": (now - 19 * 3600) * 1000}
-    await sink.deliver([old, fresh], [old_log, {"message": "ok", "timestamp": now * 1000}], now_s=now)
+    done = await sink.deliver([old, fresh], [old_log, {"message": "ok", "timestamp": now * 1000}], now_s=now)
     assert [b for w, b in client.sent if w == "series"] == [[fresh]]
     assert len(dead) == 2 and sink.stats["dropped_points"] == 1 and sink.stats["dropped_logs"] == 1
+    assert all(h["stage"] == "sink" and h["reason"].startswith("not sent to Datadog") for _, h in dead)
+    assert (done.points_dropped, done.logs_dropped, done.logs_sent) == (1, 1, 1)
     logs_sent = [b for w, b in client.sent if w == "logs"][0]
     assert logs_sent[0]["service"] == "okta-workflows" and "env:prod" in logs_sent[0]["ddtags"]
+
+
+async def test_without_deadletter_drops_what_datadog_would_drop_is_only_counted():
+    """Replay's mode: points it holds back and logs over 18 h are counted, not dead-lettered."""
+    client = ScriptedClient()
+    dead = []
+
+    async def send(topic, value, headers):
+        dead.append(value)
+
+    cfg = Config.from_env({})
+    sink = Sink(cfg, client, DeadLetterWriter("dl", Stage.REPLAY, send), {}, deadletter_drops=False)
+    now = 1_790_000_000
+    future = series(1)
+    future["points"][0]["timestamp"] = now + 3600
+    done = await sink.deliver([future], [{"message": "m", "timestamp": (now - 19 * 3600) * 1000}], now_s=now)
+    assert (done.points_dropped, done.logs_dropped) == (1, 1) and dead == [] and client.sent == []

@@ -1,8 +1,8 @@
-"""The sink's hold-and-flush rules (processor.sink.Buffer): one flush per tick's burst of partials."""
+"""The sink's hold-and-flush rules (processor.sink.buffer): one flush per tick's burst of partials."""
 
 from __future__ import annotations
 
-from processor.sink.agent import Buffer
+from processor.sink.buffer import Buffer
 
 
 def partial(ws: int = 0) -> dict:
