@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from common.config import Config
     from processor.engine import Engine
-    from processor.sink.agent import Sink
+    from processor.sink.sink import Sink
 
 WORKER_STATS = ("records", "batches", "deadletters", "gap_seeks")
 
