@@ -32,6 +32,7 @@ log = logging.getLogger("els.sink")
 FLUSH_RETRY_SECONDS = 2.0  # a flush that failed (not Datadog: the sink's own writes) is retried this soon
 REPORT_EVERY_S = 60.0      # a failing flush is logged at most this often
 CLEANUP_EVERY_S = 60.0     # expired merged windows are looked for this often
+FLUSH_CHECK_SECONDS = 0.25  # how often the held records are checked for being due
 TABLE_HELP = ("The sink's merge. '<group>|<window start ms>' (e.g. 'flow:100000|1714564800000'): the latest "
               "partial of every processor partition; 'retries|<outbox partition>|<window start ms>': the sink's "
               "retry count.")
@@ -53,6 +54,7 @@ class SinkAgent:
     async def flush(self) -> None:
         async with self.flushing:
             events, values = self.buffer.take()
+            self.sink.stats["held"] = 0
             if not events:
                 return
             try:
@@ -61,6 +63,7 @@ class SinkAgent:
                 # e.g. the broker refused the sink's state writes: nothing was acked, so keep holding the records
                 # and try again shortly (Datadog's own failures never get here: the sender retries them itself)
                 self.buffer.restore(events, values, time.monotonic() + FLUSH_RETRY_SECONDS)
+                self.sink.stats["held"] = len(self.buffer.events)
                 now = time.monotonic()
                 if now - self.last_failure_report > REPORT_EVERY_S:
                     self.last_failure_report = now
@@ -128,13 +131,18 @@ def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
     async def deliver(stream):
         async for event in stream.noack().events():
             agent.buffer.add(event, event.message.partition, orjson.loads(event.message.value), time.monotonic())
+            sink.stats["held"] = len(agent.buffer.events)
             if agent.buffer.full():
                 await agent.flush()  # back-pressure: the agent waits for the flush
 
-    @app.timer(0.25)
+    @app.task
     async def flush_when_due():
-        if agent.buffer.due(time.monotonic()):
-            await agent.flush()
+        """Flush every held record once due, and all of them as soon as the worker stops: Faust waits for their
+        acks before it leaves (a Faust timer would not do: timers end the moment the app starts stopping)."""
+        while True:
+            await asyncio.sleep(FLUSH_CHECK_SECONDS)
+            if agent.buffer.due(time.monotonic()) or (app.should_stop and agent.buffer.events):
+                await agent.flush()
 
     async def flush_before_revocation(app_, *args, **kwargs):
         """Deliver (and ack) what is held before the outbox partitions may move (Faust waits for the acks)."""

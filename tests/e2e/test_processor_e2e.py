@@ -8,7 +8,9 @@ counted twice, also after a SIGKILL mid-stream and with two workers sharing the 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -145,11 +147,33 @@ async def test_one_worker_exact_totals(kafka_bootstrap, topic_names):
         # without DD_API_KEY the sink runs dry: the requests it would send are in the dry-run file
         dry = Path(worker.env["ELS_DRY_RUN_FILE"])
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (dry.exists() and b"/api/v2/series" in dry.read_bytes()):
+        while time.monotonic() < deadline and not (dry.exists() and b"/api/v2/series" in dry.read_bytes()
+                                                   and b"/api/v2/logs" in dry.read_bytes()):
             await asyncio.sleep(0.5)
         lines = [orjson.loads(line) for line in dry.read_bytes().splitlines()]
         assert {line["path"] for line in lines} == {"/api/v2/series", "/api/v2/logs"}
         assert "DD_API_KEY is not set" in worker.output()
+    finally:
+        worker.stop()
+
+
+async def test_a_graceful_stop_delivers_what_the_sink_holds_and_exits(kafka_bootstrap, topic_names):
+    """SIGTERM while the sink holds records it has not flushed (logs wait up to ELS_FLUSH_SECONDS for the next
+    partials): Faust leaves only once they are acked, so the sink must deliver them then, not wait forever."""
+    env = {**worker_env(kafka_bootstrap, topic_names), "ELS_FLUSH_SECONDS": "120"}  # no tick, no partial yet
+    _sim, events = workload(seed=13, chains=40)
+    worker = Worker(env, "graceful").start()
+    try:
+        await produce_events(kafka_bootstrap, topic_names["ELS_RAW_TOPIC"], events)
+        deadline = time.monotonic() + 90
+        while worker.stats().get("sink_held", 0) == 0:
+            assert time.monotonic() < deadline, worker.output()[-3000:]
+            await asyncio.sleep(0.5)
+        dry = Path(env["ELS_DRY_RUN_FILE"])
+        assert not (dry.exists() and b"/api/v2/logs" in dry.read_bytes())  # held: no partial settled them yet
+        os.killpg(worker.proc.pid, signal.SIGTERM)
+        assert worker.proc.wait(60) == 0, worker.output()[-3000:]  # by itself, not after wait_empty's endless wait
+        assert b"/api/v2/logs" in dry.read_bytes()
     finally:
         worker.stop()
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -49,6 +50,14 @@ class Worker:
                 self.kill()
         if getattr(self, "_log", None):
             self._log.close()
+
+    def stats(self) -> dict:
+        """The worker's /els/stats/ ({} while its web server does not answer yet)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/els/stats/", timeout=2) as r:
+                return orjson.loads(r.read())
+        except (OSError, ValueError):
+            return {}
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
