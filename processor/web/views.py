@@ -250,13 +250,22 @@ async def _ask_keys(where: Cluster, table: str, t, query: KeyQuery):
 
 
 def _register_keys(app, where: Cluster) -> None:
-    @app.page("/els/keys.local/{table}/")
-    async def keys_local(web, request, table):
+    def table_and_query(web, request, table):
+        """The table and the key query a keys route asks for, or the answer that refuses them (404, 400)."""
         t = app.tables.get(table)
         if t is None:
-            return _unknown(app, web, table)
+            return None, None, _unknown(app, web, table)
         try:
-            query = KeyQuery.from_params(request.query)
+            return t, KeyQuery.from_params(request.query), None
+        except ValueError as exc:
+            return None, None, web.json({"error": str(exc)}, status=400)
+
+    @app.page("/els/keys.local/{table}/")
+    async def keys_local(web, request, table):
+        t, query, refusal = table_and_query(web, request, table)
+        if refusal is not None:
+            return refusal
+        try:
             asked = cluster.parse_partitions(request.query.get("partitions"))
         except ValueError as exc:
             return web.json({"error": str(exc)}, status=400)
@@ -265,13 +274,9 @@ def _register_keys(app, where: Cluster) -> None:
 
     @app.page("/els/keys/{table}/")
     async def keys_view(web, request, table):
-        t = app.tables.get(table)
-        if t is None:
-            return _unknown(app, web, table)
-        try:
-            query = KeyQuery.from_params(request.query)
-        except ValueError as exc:
-            return web.json({"error": str(exc)}, status=400)
+        t, query, refusal = table_and_query(web, request, table)
+        if refusal is not None:
+            return refusal
         topic, answers, states = await _ask_keys(where, table, t, query)
         return web.json({"table": table, "help": TABLE_HELP.get(table, t.help), "partitions_of": topic,
                          "prefix": query.prefix, "contains": query.contains, "limit": query.limit,

@@ -15,10 +15,10 @@ import re
 import pytest
 from aiohttp import web
 
-from els.broker import free_port
 from processor.web.page import PAGE
 from processor.web.status import FAILING_ERROR_RATE, status_data
 from tests.e2e.test_status_browser import Rows, chromium, run_chromium
+from tests.helpers.http import serving
 from tests.helpers.workers import ARTIFACTS
 from tests.unit.web.test_status import T0, W, rec, runs
 
@@ -53,22 +53,13 @@ async def test_bars_threshold_single_point_and_unanswered_partitions():
     async def status(request):
         return web.json_response(data)
 
-    app = web.Application()
-    app.router.add_get("/els/status/", page)
-    app.router.add_get("/els/status.json", status)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    url = f"http://127.0.0.1:{port}/els/status/"
-    try:
+    async with serving({"/els/status/": page, "/els/status.json": status}) as base:
+        url = f"{base}/els/status/"
         dom = (await asyncio.to_thread(run_chromium, url, "--dump-dom")).stdout
         shot = ARTIFACTS / "status-page-one-window.png"
         ARTIFACTS.mkdir(exist_ok=True)
         await asyncio.to_thread(run_chromium, url, f"--screenshot={shot}", "--window-size=1280,760",
                                 "--hide-scrollbars")
-    finally:
-        await runner.cleanup()
 
     parser = Rows()
     parser.feed(dom)

@@ -12,6 +12,7 @@ from aiohttp import web
 from els.broker import free_port
 from processor.web import cluster
 from processor.web.cluster import Answer, ask_owners, owners_of, partition_states
+from tests.helpers.http import serving
 
 ME = "http://worker-a:6066"
 PEER = "http://worker-b:6067"
@@ -67,15 +68,8 @@ async def test_a_real_peer_that_answers_one_that_is_slow_and_one_that_is_gone(mo
         await asyncio.sleep(2)
         return web.json_response({"partitions": [1]})
 
-    app = web.Application()
-    app.router.add_get("/fast", fast)
-    app.router.add_get("/slow", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    base, gone = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{free_port()}"
-    try:
+    async with serving({"/fast": fast, "/slow": slow}) as base:
+        gone = f"http://127.0.0.1:{free_port()}"
         async with aiohttp.ClientSession() as session:
             body = await cluster.fetch_json(session, base, "/fast", {"prefix": "3|flow:", "partitions": "0,2"})
             assert body == {"partitions": [0, 2], "seen": {"prefix": "3|flow:", "partitions": "0,2"}}
@@ -92,8 +86,6 @@ async def test_a_real_peer_that_answers_one_that_is_slow_and_one_that_is_gone(mo
             _answers, states = await ask_owners({0: base, 1: gone}, ME, lambda asked: {}, remote)
             assert [(s.partition, s.answered) for s in states] == [(0, True), (1, False)]
             assert states[1].owner == gone and states[1].error
-    finally:
-        await runner.cleanup()
 
 
 def test_partitions_parameter():
