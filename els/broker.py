@@ -34,6 +34,17 @@ def split_host_port(bootstrap: str, default_port: int = 9092) -> tuple[str, int]
     return host or "127.0.0.1", int(port)
 
 
+def terminate(proc: subprocess.Popen | None, grace_s: float = 5.0) -> None:
+    """SIGTERM a child, and SIGKILL it if it is still there after grace_s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
         # Like the broker itself, ignore TIME_WAIT leftovers: only a live listener makes the port taken.
@@ -109,13 +120,7 @@ class EmbeddedBroker:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def __enter__(self) -> EmbeddedBroker:

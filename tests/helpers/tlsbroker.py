@@ -16,7 +16,7 @@ import pytest
 import trustme
 
 from common.kafka import KafkaSecurity
-from els.broker import EmbeddedBroker, free_port, wait_for_port
+from els.broker import EmbeddedBroker, free_port, terminate, wait_for_port
 
 
 def stunnel_binary() -> str:
@@ -91,13 +91,7 @@ class TlsBroker:
         return self
 
     def stop(self) -> None:
-        if self.stunnel is not None and self.stunnel.poll() is None:
-            self.stunnel.terminate()
-            try:
-                self.stunnel.wait(5)
-            except subprocess.TimeoutExpired:
-                self.stunnel.kill()
-                self.stunnel.wait()
+        terminate(self.stunnel)
         self.stunnel = None
         self.broker.stop()
 
