@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import sys
 import time
 from collections import Counter
 
@@ -20,6 +22,7 @@ from els.config import Config
 from ingest.auth import Authenticator
 from ingest.envelope import BodyError, Reject, unwrap
 from ingest.kafka import KafkaWriter, NotAcknowledged
+from ingest.tls import ReloadableTls, TlsError
 
 log = logging.getLogger("els.ingest")
 
@@ -199,12 +202,41 @@ def create_app(cfg: Config) -> web.Application:
     return app
 
 
+def _tls(cfg: Config) -> ReloadableTls | None:
+    """The HTTPS context when ELS_TLS_CERT_FILE or ELS_TLS_KEY_FILE is set; a bad file stops the start (exit 2)."""
+    if not (cfg.els_tls_cert_file or cfg.els_tls_key_file):
+        return None
+    try:
+        return ReloadableTls(cfg.els_tls_cert_file, cfg.els_tls_key_file)
+    except TlsError as exc:
+        print(f"els ingest: cannot serve HTTPS: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _reload_on_sighup(tls: ReloadableTls):
+    """A cleanup context: SIGHUP re-reads the certificate and key while the server runs."""
+
+    async def handler(app: web.Application):
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, tls.reload)
+        yield
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return handler
+
+
 def run(cfg: Config) -> None:
     """`els ingest`: serve until SIGINT/SIGTERM; in-flight requests finish and accepted events are flushed."""
+    tls = _tls(cfg)
     app = create_app(cfg)
+    if tls is not None:
+        app.cleanup_ctx.append(_reload_on_sighup(tls))
     if cfg.els_auth_disabled:
         log.warning("ELS_AUTH_DISABLED=1: accepting events without a secret (development only)")
-    log.info("ingest listening", extra={"url": f"http://{cfg.els_ingest_host}:{cfg.els_ingest_port}/v1/events",
-                                        "raw_topic": cfg.els_raw_topic, "secrets": len(cfg.auth_tokens)})
+    scheme = "https" if tls else "http"
+    log.info("ingest listening", extra={"url": f"{scheme}://{cfg.els_ingest_host}:{cfg.els_ingest_port}/v1/events",
+                                        "raw_topic": cfg.els_raw_topic, "secrets": len(cfg.auth_tokens),
+                                        "tls_cert_file": cfg.els_tls_cert_file})
     web.run_app(app, host=cfg.els_ingest_host, port=cfg.els_ingest_port, print=None, shutdown_timeout=15,
-                access_log=None, handle_signals=True, **SERVER_OPTIONS)
+                access_log=None, handle_signals=True, ssl_context=tls.listening if tls else None,
+                **SERVER_OPTIONS)
