@@ -13,7 +13,6 @@ import logging
 import signal
 import sys
 import time
-from collections import Counter
 
 import orjson
 from aiohttp import http_exceptions, web
@@ -22,6 +21,7 @@ from els.config import Config
 from ingest.auth import Authenticator
 from ingest.envelope import BodyError, Reject, unwrap
 from ingest.kafka import KafkaWriter, NotAcknowledged
+from ingest.stats import IntervalReport, Stats
 from ingest.tls import ReloadableTls, TlsError
 
 log = logging.getLogger("els.ingest")
@@ -36,7 +36,7 @@ SERVER_OPTIONS = {"auto_decompress": False}
 
 CONFIG = web.AppKey("config", Config)
 WRITER = web.AppKey("writer", KafkaWriter)
-STATS = web.AppKey("stats", Counter)
+STATS = web.AppKey("stats", Stats)
 AUTH = web.AppKey("auth", Authenticator)
 
 
@@ -98,9 +98,9 @@ async def post_events(request: web.Request) -> web.Response:
 async def _post_events(request: web.Request) -> web.Response:
     app = request.app
     cfg, writer, stats = app[CONFIG], app[WRITER], app[STATS]
-    stats["requests"] += 1
+    stats.requests += 1
     if not app[AUTH].check(request.headers):
-        stats["status_401"] += 1
+        stats.status_401 += 1
         return _json(401, {"error": f"missing or invalid secret in the {cfg.els_auth_header} header"},
                      {"WWW-Authenticate": "Bearer"})
     received_ms = _now_ms()
@@ -110,9 +110,9 @@ async def _post_events(request: web.Request) -> web.Response:
     try:
         body, too_large = await _read_body(request, cfg.els_max_body_bytes)
     except web_exceptions_payload as exc:
-        stats["status_400"] += 1
+        stats.status_400 += 1
         return _json(400, {"error": f"unreadable request body: {exc}"})
-    stats["bytes_in"] += len(body)
+    stats.bytes_in += len(body)
     if too_large:
         return await _refuse(writer, stats, 413, f"body is larger than {cfg.els_max_body_bytes} bytes",
                              body, received_ms, {**dl_headers, "truncated": "true"})
@@ -123,27 +123,27 @@ async def _post_events(request: web.Request) -> web.Response:
     try:
         await writer.write(result.events, result.rejects, received_ms, extra_headers=dl_headers)
     except NotAcknowledged as exc:
-        stats["status_503"] += 1
+        stats.status_503 += 1
         log.warning("answering 503: %s", exc)
         return _json(503, {"error": str(exc)}, {"Retry-After": RETRY_AFTER_SECONDS})
-    stats["status_202"] += 1
-    stats["events_accepted"] += len(result.events)
-    stats["items_rejected"] += len(result.rejects)
+    stats.status_202 += 1
+    stats.events_accepted += len(result.events)
+    stats.items_rejected += len(result.rejects)
     if len(result.events) == 1 and not result.rejects:
         return web.Response(status=202, body=ACCEPTED_ONE, content_type="application/json")
     return _json(202, {"accepted": len(result.events), "rejected": len(result.rejects)})
 
 
-async def _refuse(writer: KafkaWriter, stats: Counter, status: int, reason: str, body: bytes, received_ms: int,
+async def _refuse(writer: KafkaWriter, stats: Stats, status: int, reason: str, body: bytes, received_ms: int,
                   headers: dict[str, str]) -> web.Response:
     """Keep the unusable body in the dead-letter topic, then answer 4xx (503 if even that cannot be written)."""
     try:
         await writer.write([], [Reject(reason, body)], received_ms, extra_headers=headers)
     except NotAcknowledged as exc:
-        stats["status_503"] += 1
+        stats.status_503 += 1
         return _json(503, {"error": f"{reason}; and it could not be kept: {exc}"}, {"Retry-After": RETRY_AFTER_SECONDS})
-    stats[f"status_{status}"] += 1
-    stats["items_rejected"] += 1
+    stats.refused(status)
+    stats.items_rejected += 1
     return _json(status, {"error": reason})
 
 
@@ -157,24 +157,16 @@ async def readyz(request: web.Request) -> web.Response:
     return _json(503, {"status": "not ready", "reason": "cannot reach Kafka"}, {"Retry-After": RETRY_AFTER_SECONDS})
 
 
-async def _log_stats(app: web.Application) -> None:
-    last = Counter()
+async def _log_stats(report: IntervalReport, every: float) -> None:
+    loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(STATS_EVERY_SECONDS)
-        _emit_stats(app, last)
+        await asyncio.sleep(every)
+        report.emit(loop.time())
 
 
-def _emit_stats(app: web.Application, last: Counter) -> None:
-    now = Counter(app[STATS])
-    delta = now - last
-    if delta:
-        log.info("ingest stats", extra={"interval_s": STATS_EVERY_SECONDS, **dict(delta)})
-    last.clear()
-    last.update(now)
-
-
-def create_app(cfg: Config) -> web.Application:
-    """The aiohttp application; Kafka connects in the background when it starts."""
+def create_app(cfg: Config, stats_every: float = STATS_EVERY_SECONDS) -> web.Application:
+    """The aiohttp application; Kafka connects in the background when it starts, and every `stats_every`
+    seconds a line logs what happened in that interval."""
     auth = Authenticator(cfg.auth_tokens, cfg.els_auth_header, cfg.els_auth_disabled)
     # aiohttp's own limit is a backstop above ours: we read the body ourselves to dead-letter a prefix.
     # No middleware: the guard against 500s is inside post_events, the only handler that reads client input
@@ -182,7 +174,7 @@ def create_app(cfg: Config) -> web.Application:
     app = web.Application(client_max_size=cfg.els_max_body_bytes * 2 + 1024)
     app[CONFIG] = cfg
     app[WRITER] = KafkaWriter(cfg)
-    app[STATS] = Counter()
+    app[STATS] = Stats()
     app[AUTH] = auth
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/healthz", healthz)
@@ -190,13 +182,15 @@ def create_app(cfg: Config) -> web.Application:
 
     async def lifecycle(app: web.Application):
         app[WRITER].start()
-        stats_task = asyncio.get_running_loop().create_task(_log_stats(app))
+        loop = asyncio.get_running_loop()
+        report = IntervalReport(app[STATS], loop.time())
+        stats_task = loop.create_task(_log_stats(report, stats_every))
         yield
         stats_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await stats_task
         await app[WRITER].stop()
-        _emit_stats(app, Counter())
+        report.emit(loop.time())  # the last, shorter interval
 
     app.cleanup_ctx.append(lifecycle)
     return app
