@@ -98,7 +98,9 @@ def _wrk(url: str, template: Path, seconds: int, connections: int, pids: dict[st
     total = int(re.search(r"(\d+) requests in", out.stdout).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
     errors = re.search(r"Socket errors: (.*)", out.stdout)
-    cpu = {f"{k}_cpu_pct": round(100 * (_cpu_s(p) - before[k]) / wall) for k, p in pids.items()}
+    used = {k: _cpu_s(p) - before[k] for k, p in pids.items()}
+    cpu = {f"{k}_cpu_pct": round(100 * s / wall) for k, s in used.items()}
+    cpu.update({f"{k}_cpu_us_per_request": round(1e6 * s / total, 1) for k, s in used.items() if total})
     cpu["wrk_cpu_pct"] = round(100 * (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / wall)
     return {"rps": rps, "requests": total, "non_2xx": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": errors.group(1).strip() if errors else "", **cpu}
