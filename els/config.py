@@ -37,7 +37,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ELS_TLS_CERT_FILE", None, "PEM certificate chain (server certificate first): with ELS_TLS_KEY_FILE, "
             "ingest serves HTTPS (TLS 1.2+) on ELS_INGEST_PORT; re-read on SIGHUP."),
     Setting("ELS_TLS_KEY_FILE", None, "PEM private key of ELS_TLS_CERT_FILE (unencrypted); re-read on SIGHUP."),
-    Setting("ELS_INGEST_UVLOOP", "0", "1 to run ingest on uvloop's event loop instead of asyncio's.", bool),
+    Setting("ELS_INGEST_UVLOOP", "1", "1: ingest runs on uvloop's event loop (faster); 0: on asyncio's.", bool),
     Setting("ELS_WINDOW_SECONDS", "60", "Tumbling window size, event time.", int),
     Setting("ELS_FLUSH_SECONDS", "10", "How often open windows are (re)emitted.", float),
     Setting("ELS_LATENESS_SECONDS", "300", "How late an event may arrive and still count in its window.", int),

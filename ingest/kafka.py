@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 
 from els.config import Config
 from els.topics import ensure_topics
+from ingest.batcher import Batcher
 
 log = logging.getLogger("els.ingest.kafka")
 
@@ -54,6 +55,7 @@ class KafkaWriter:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.producer: AIOKafkaProducer | None = None
+        self.batcher: Batcher | None = None  # raw events; set together with producer
         self.idempotent = False
         self._connect_task: asyncio.Task | None = None
         self._sweep_task: asyncio.Task | None = None
@@ -91,7 +93,10 @@ class KafkaWriter:
         while True:
             try:
                 await self._ensure_topics()
-                self.producer = await self._start_producer()
+                producer = await self._start_producer()
+                await producer.partitions_for(self.cfg.els_raw_topic)  # the batcher needs its partitions
+                self.batcher = Batcher(producer, self.cfg.els_raw_topic)
+                self.producer = producer
                 log.info("connected to Kafka", extra={"bootstrap": self.cfg.kafka_bootstrap_servers,
                                                       "idempotent": self.idempotent})
                 return
@@ -141,9 +146,12 @@ class KafkaWriter:
                     await task
         if self.producer is not None:
             with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.batcher.drain(), 10)
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.producer.flush(), 10)
             await self.producer.stop()
             self.producer = None
+            self.batcher = None
 
     # -- writing -----------------------------------------------------------------------------------------
     async def write(self, events, rejects, received_ms: int, stage: str = "ingest",
@@ -161,11 +169,12 @@ class KafkaWriter:
                 # After an outage the broker may be a new one (the embedded broker keeps nothing): recreate
                 # the topics with the right partition count before writing, instead of letting it guess.
                 await self._ensure_topics()
+                await producer.client.force_metadata_update()
+                self.batcher.refresh_partitions()
                 self._recheck_topics = False
             if len(events) == 1 and not rejects:  # Okta's usual request: one event, one future, no gather
                 ev = events[0]
-                await (await producer.send(self.cfg.els_raw_topic, ev.value, ev.key,
-                                           headers=_headers(ev.idempotency_key, received_ms)))
+                await self.batcher.add(ev.key, ev.value, _headers(ev.idempotency_key, received_ms))
             else:
                 await self._send_all(producer, events, rejects, received_ms, stage, extra_headers)
         except asyncio.CancelledError:
@@ -173,7 +182,7 @@ class KafkaWriter:
                 self._recheck_topics = True
                 raise NotAcknowledged(f"Kafka did not acknowledge within {timeout}s") from None
             raise
-        except (KafkaError, OSError) as exc:
+        except (KafkaError, OSError, LookupError) as exc:
             self._recheck_topics = True
             raise NotAcknowledged(f"Kafka refused the write: {exc!r}") from None
         finally:
@@ -181,10 +190,7 @@ class KafkaWriter:
 
     async def _send_all(self, producer: AIOKafkaProducer, events, rejects, received_ms: int, stage: str,
                         extra_headers: dict[str, str] | None) -> None:
-        futures = []
-        for ev in events:
-            futures.append(await producer.send(self.cfg.els_raw_topic, ev.value, ev.key,
-                                               headers=_headers(ev.idempotency_key, received_ms)))
+        futures = [self.batcher.add(ev.key, ev.value, _headers(ev.idempotency_key, received_ms)) for ev in events]
         for rej in rejects:
             futures.append(await producer.send(
                 self.cfg.els_deadletter_topic, value=rej.raw,

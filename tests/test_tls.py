@@ -204,12 +204,14 @@ def _serves(port: int, ctx: ssl.SSLContext, serial: int, timeout: float = 10) ->
 
 
 @pytest.mark.broker
+@pytest.mark.parametrize("uvloop", ["0", "1"], ids=["asyncio", "uvloop"])
 async def test_https_post_of_a_sample_is_202_and_in_kafka_and_sighup_rotates_the_certificate(
-        kafka_bootstrap, topic_names, ca, chain, tmp_path):
+        kafka_bootstrap, topic_names, ca, chain, tmp_path, uvloop):
     cert, key, serial = chain
     client = _client_context(ca)
     ing = HttpsIngest({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "ELS_PARTITIONS": "4", **topic_names,
-                       "ELS_TLS_CERT_FILE": str(cert), "ELS_TLS_KEY_FILE": str(key)}, client)
+                       "ELS_TLS_CERT_FILE": str(cert), "ELS_TLS_KEY_FILE": str(key),
+                       "ELS_INGEST_UVLOOP": uvloop}, client)
     try:
         served, version = _peer(ing.port, client)
         assert served == serial and version in ("TLSv1.2", "TLSv1.3")
@@ -256,3 +258,4 @@ async def test_https_post_of_a_sample_is_202_and_in_kafka_and_sighup_rotates_the
         assert ing.stop() == 0, ing.output()
     assert "Traceback" not in ing.output()
     assert TOKEN not in ing.output()
+    assert f'"event_loop":"{"uvloop" if uvloop == "1" else "asyncio"}"' in ing.output()
