@@ -42,7 +42,7 @@ class Variant:
     uvloop: bool = False
     topic: str = ""
     port: int = 0
-    runs: list[dict] = field(default_factory=list)
+    runs: list[dict] = field(default_factory=list)  # every wrk run against it, for the topic check
 
 
 def parse(arg: str) -> Variant:
@@ -95,53 +95,85 @@ def start(v: Variant, bootstrap: str):
     return spawn(cmd, v.env, f"ab-{v.label}")
 
 
+class Servers:
+    """The variants' server processes for one run (async context manager): start, wrk rounds, stop."""
+
+    def __init__(self, variants: list[Variant], bootstrap: str, broker_pid: int | None):
+        self.variants, self.bootstrap, self.broker_pid = variants, bootstrap, broker_pid
+        self.procs: dict[str, tuple] = {}
+        self.tmpl = Path(tempfile.mkstemp(prefix="bench-ab-", suffix=".json")[1])
+
+    async def __aenter__(self) -> Servers:
+        self.tmpl.write_text(_template())
+        try:
+            for v in self.variants:
+                self.procs[v.label] = start(v, self.bootstrap)
+                if v.kind == "aiokafka":
+                    await ensure_topics(self.bootstrap, [v.topic], PARTITIONS)
+            for v in self.variants:
+                await _wait_ready(f"http://127.0.0.1:{v.port}", self.procs[v.label][0], f"ab-{v.label}")
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for proc, log in self.procs.values():
+            stop(proc, log)
+        self.tmpl.unlink(missing_ok=True)
+
+    def wrk(self, v: Variant, seconds: int, connections: int) -> dict:
+        pids = {"server": self.procs[v.label][0].pid, **({"broker": self.broker_pid} if self.broker_pid else {})}
+        return _wrk(f"http://127.0.0.1:{v.port}", self.tmpl, seconds, connections, pids)
+
+    def rounds(self, n: int, seconds: int, connections: int, variants: list[Variant] | None = None) -> dict:
+        """n alternating rounds (one wrk run per variant each; the order reverses every round, so no variant
+        always runs first): {label: [wrk result per round]}; every result also counts in the topic check."""
+        variants = variants or self.variants
+        out: dict[str, list[dict]] = {v.label: [] for v in variants}
+        for r in range(n):
+            for v in variants if r % 2 == 0 else variants[::-1]:
+                result = self.wrk(v, seconds, connections)
+                out[v.label].append(result)
+                v.runs.append(result)
+                print(f"round {r} c={connections} {v.label}: {result}", file=sys.stderr)
+        return out
+
+    async def topic_check(self, v: Variant, extra_accepted: int = 0) -> tuple[int, int]:
+        """(requests wrk saw answered 2xx, records in the variant's raw topic): the second is never smaller."""
+        accepted = sum(x["requests"] - x["non_2xx"] for x in v.runs) + extra_accepted
+        return accepted, await _raw_records(self.bootstrap, v.topic)
+
+
+def pair(runs: dict[str, list[dict]], a: str, b: str) -> dict:
+    """a against b, round by round (runs seconds apart): the median ratio of requests/s, and of CPU per request."""
+    rps = [x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b], strict=True)]
+    cpu = [x["server_cpu_us_per_request"] / y["server_cpu_us_per_request"]
+           for x, y in zip(runs[a], runs[b], strict=True)]
+    return {"rps_ratio": round(statistics.median(rps), 3), "rps_ratios": [round(r, 3) for r in rps],
+            "cpu_per_request_ratio": round(statistics.median(cpu), 3)}
+
+
+def figures(runs: list[dict]) -> dict:
+    return {"rps_median": round(statistics.median(x["rps"] for x in runs)),
+            "server_cpu_pct": round(statistics.median(x["server_cpu_pct"] for x in runs)),
+            "server_cpu_us_per_request": round(statistics.median(x["server_cpu_us_per_request"] for x in runs), 1),
+            "non_2xx": sum(x["non_2xx"] for x in runs)}
+
+
 async def run(variants: list[Variant], bootstrap: str, broker_pid: int | None, rounds: int, seconds: int,
               connections: int) -> dict:
-    tmpl = Path(tempfile.mkstemp(prefix="bench-ab-", suffix=".json")[1])
-    tmpl.write_text(_template())
-    procs = {}
-    try:
-        for v in variants:
-            procs[v.label] = start(v, bootstrap)
-            if v.kind == "aiokafka":
-                await ensure_topics(bootstrap, [v.topic], PARTITIONS)
-        for v in variants:
-            await _wait_ready(f"http://127.0.0.1:{v.port}", procs[v.label][0], f"ab-{v.label}")
-        pids = lambda v: {"server": procs[v.label][0].pid, **({"broker": broker_pid} if broker_pid else {})}  # noqa: E731
-        for v in variants:  # warm-up, not counted
-            _wrk(f"http://127.0.0.1:{v.port}", tmpl, 2, connections, pids(v))
-        for r in range(rounds):
-            order = variants if r % 2 == 0 else variants[::-1]  # neither variant always runs first
-            for v in order:
-                v.runs.append(_wrk(f"http://127.0.0.1:{v.port}", tmpl, seconds, connections, pids(v)))
-                print(f"round {r} {v.label}: {v.runs[-1]}", file=sys.stderr)
-        checks = {}
-        for v in variants:
-            if v.kind != "bare":
-                accepted = sum(x["requests"] - x["non_2xx"] for x in v.runs)
-                checks[v.label] = (accepted, await _raw_records(bootstrap, v.topic))
-    finally:
-        for proc, log in procs.values():
-            stop(proc, log)
-        tmpl.unlink(missing_ok=True)
-    return summarise(variants, checks, connections)
-
-
-def summarise(variants: list[Variant], checks: dict, connections: int) -> dict:
-    ref = variants[0]
-    out = {"connections": connections, "rounds": len(ref.runs), "variants": {}}
+    async with Servers(variants, bootstrap, broker_pid) as servers:
+        for v in variants:  # warm-up: not in the figures, but its 2xx answers are checked against the topic
+            v.runs.append(servers.wrk(v, 2, connections))
+        runs = servers.rounds(rounds, seconds, connections)
+        checks = {v.label: await servers.topic_check(v) for v in variants if v.kind != "bare"}
+    ref = variants[0].label
+    out = {"connections": connections, "rounds": rounds, "variants": {}}
     for v in variants:
-        ratios = [x["rps"] / y["rps"] for x, y in zip(v.runs, ref.runs, strict=True)]
-        out["variants"][v.label] = {
-            "rps_median": round(statistics.median(x["rps"] for x in v.runs)),
-            f"ratio_vs_{ref.label}_median": round(statistics.median(ratios), 3),
-            "ratios": [round(r, 3) for r in ratios],
-            "server_cpu_pct": round(statistics.median(x["server_cpu_pct"] for x in v.runs)),
-            "server_cpu_us_per_request": round(statistics.median(x["server_cpu_us_per_request"] for x in v.runs), 1),
-            "non_2xx": sum(x["non_2xx"] for x in v.runs),
-        }
+        out["variants"][v.label] = {**figures(runs[v.label]), f"vs_{ref}": pair(runs, v.label, ref)}
         if v.label in checks:
-            out["variants"][v.label]["acked_202_vs_in_topic"] = list(checks[v.label])
+            out["variants"][v.label]["answered_2xx_vs_in_topic"] = list(checks[v.label])
     return out
 
 

@@ -19,7 +19,6 @@ from aiokafka.errors import KafkaError
 
 from els.config import Config
 from els.topics import ensure_topics
-from ingest.batcher import Batcher
 
 log = logging.getLogger("els.ingest.kafka")
 
@@ -55,7 +54,6 @@ class KafkaWriter:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.producer: AIOKafkaProducer | None = None
-        self.batcher: Batcher | None = None  # raw events; set together with producer
         self.idempotent = False
         self._connect_task: asyncio.Task | None = None
         self._sweep_task: asyncio.Task | None = None
@@ -93,10 +91,7 @@ class KafkaWriter:
         while True:
             try:
                 await self._ensure_topics()
-                producer = await self._start_producer()
-                await producer.partitions_for(self.cfg.els_raw_topic)  # the batcher needs its partitions
-                self.batcher = Batcher(producer, self.cfg.els_raw_topic)
-                self.producer = producer
+                self.producer = await self._start_producer()
                 log.info("connected to Kafka", extra={"bootstrap": self.cfg.kafka_bootstrap_servers,
                                                       "idempotent": self.idempotent})
                 return
@@ -146,12 +141,9 @@ class KafkaWriter:
                     await task
         if self.producer is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.batcher.drain(), 10)
-            with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.producer.flush(), 10)
             await self.producer.stop()
             self.producer = None
-            self.batcher = None
 
     # -- writing -----------------------------------------------------------------------------------------
     async def write(self, events, rejects, received_ms: int, stage: str = "ingest",
@@ -169,12 +161,11 @@ class KafkaWriter:
                 # After an outage the broker may be a new one (the embedded broker keeps nothing): recreate
                 # the topics with the right partition count before writing, instead of letting it guess.
                 await self._ensure_topics()
-                await producer.client.force_metadata_update()
-                self.batcher.refresh_partitions()
                 self._recheck_topics = False
             if len(events) == 1 and not rejects:  # Okta's usual request: one event, one future, no gather
                 ev = events[0]
-                await self.batcher.add(ev.key, ev.value, _headers(ev.idempotency_key, received_ms))
+                await (await producer.send(self.cfg.els_raw_topic, ev.value, ev.key,
+                                           headers=_headers(ev.idempotency_key, received_ms)))
             else:
                 await self._send_all(producer, events, rejects, received_ms, stage, extra_headers)
         except asyncio.CancelledError:
@@ -182,7 +173,7 @@ class KafkaWriter:
                 self._recheck_topics = True
                 raise NotAcknowledged(f"Kafka did not acknowledge within {timeout}s") from None
             raise
-        except (KafkaError, OSError, LookupError) as exc:
+        except (KafkaError, OSError) as exc:
             self._recheck_topics = True
             raise NotAcknowledged(f"Kafka refused the write: {exc!r}") from None
         finally:
@@ -190,7 +181,10 @@ class KafkaWriter:
 
     async def _send_all(self, producer: AIOKafkaProducer, events, rejects, received_ms: int, stage: str,
                         extra_headers: dict[str, str] | None) -> None:
-        futures = [self.batcher.add(ev.key, ev.value, _headers(ev.idempotency_key, received_ms)) for ev in events]
+        futures = []
+        for ev in events:
+            futures.append(await producer.send(self.cfg.els_raw_topic, ev.value, ev.key,
+                                               headers=_headers(ev.idempotency_key, received_ms)))
         for rej in rejects:
             futures.append(await producer.send(
                 self.cfg.els_deadletter_topic, value=rej.raw,
