@@ -1,15 +1,20 @@
-"""`python -m bench --only ingest`: what authentication, parsing and the Kafka acknowledgement cost per request.
+"""`python -m bench --only ingest`: what the front door costs per request, and how much of it is ingest's own.
 
 Single-event ELS POSTs (Okta's shape: one JSON event per request, Authorization header, a unique execution_id
-and idempotency_key each) against the real `els ingest` process on the embedded broker, and against a bare
-aiohttp handler that answers 202 without work (`bench/bare.py`), on the same machine in the same run:
-1. maximum requests/s of each, with Debian's wrk (1 thread, few connections: the machine has 2 cores, shared
-   by wrk, the server and the broker; the CPU each one used is reported to show what limits the figure);
+and idempotency_key each) against six servers on the embedded broker, same machine, same run (bench/ab.py
+starts them):
+- `bare`: an aiohttp handler that reads the body and answers 202 (bench/bare.py): aiohttp's own cost;
+- `aiokafka`: an aiohttp handler that produces the body with aiokafka and awaits the ack: plus aiokafka's cost;
+- `ingest`: the real `els ingest` process;
+each on asyncio's event loop and on uvloop's (`_uv`; ingest's default). Measured:
+1. maximum requests/s of each with Debian's wrk (1 thread, 32 connections; ROUNDS alternating 4 s rounds, the
+   order reversed every round; every ratio is the median of per-round ratios, because the machine is shared),
+   the server's CPU per request, and one round at 64 connections;
 2. p50/p99 latency at half of ingest's maximum, with an open-loop constant-rate client (Debian's wrk has no
    `-R`): requests are scheduled at fixed times and latency counts from the scheduled time, so a stalled
-   server cannot hide its queue. The same client drives the bare handler at the same rate first, which shows
-   the client reaches its target and what latency it adds on its own.
-Every figure is checked against the answers (no non-2xx) and against Kafka (every 202 is in the raw topic).
+   server cannot hide its queue. The same client drives bare_uv at the same rate first, which shows the
+   client reaches its target and what latency it adds on its own.
+Every 2xx answer of a server that writes to Kafka is checked against its raw topic.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter, deque
@@ -31,18 +35,16 @@ from pathlib import Path
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.procs import spawn, stop
 from common.kafka import client_kwargs
-from els.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = Path(os.environ.get("ELS_SAMPLES_DIR", ROOT / "examples" / "els-samples")) / "doc-parent-flow-start.json"
 WRK = os.environ.get("WRK", "/usr/bin/wrk")
 SECRET = "bench-" + uuid.uuid4().hex
 PARTITIONS = 8
-CONNECTIONS = 64       # Okta delivers in parallel; below ~32 ingest waits on Kafka round trips, not on CPU
-FEW_CONNECTIONS = 16   # one run with few connections shows that latency-bound regime
-ROUNDS = 3
+CONNECTIONS = 32       # Okta delivers in parallel; issue 11 set the target at 32 connections
+MANY_CONNECTIONS = 64  # one more round: with more connections in flight, produce requests carry more records
+ROUNDS = 5
 WARMUP_S = 2
 MAX_RATE_S = 4
 CONSTANT_RATE_S = 10
@@ -97,7 +99,9 @@ def _wrk(url: str, template: Path, seconds: int, connections: int, pids: dict[st
     total = int(re.search(r"(\d+) requests in", out.stdout).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
     errors = re.search(r"Socket errors: (.*)", out.stdout)
-    cpu = {f"{k}_cpu_pct": round(100 * (_cpu_s(p) - before[k]) / wall) for k, p in pids.items()}
+    used = {k: _cpu_s(p) - before[k] for k, p in pids.items()}
+    cpu = {f"{k}_cpu_pct": round(100 * s / wall) for k, s in used.items()}
+    cpu.update({f"{k}_cpu_us_per_request": round(1e6 * s / total, 1) for k, s in used.items() if total})
     cpu["wrk_cpu_pct"] = round(100 * (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / wall)
     return {"rps": rps, "requests": total, "non_2xx": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": errors.group(1).strip() if errors else "", **cpu}
@@ -220,75 +224,51 @@ async def _raw_records(bootstrap: str, topic: str) -> int:
         await c.stop()
 
 
+# The servers of one run: the two baselines and ingest, on asyncio's loop and on uvloop's (ingest's default).
+VARIANTS = ("bare=bare", "bare_uv=bare+uvloop", "aiokafka=aiokafka", "aiokafka_uv=aiokafka+uvloop",
+            "ingest_asyncio=ingest+ELS_INGEST_UVLOOP=0", "ingest=ingest+ELS_INGEST_UVLOOP=1")
+# What each ratio separates (numerator, denominator), each a median of per-round ratios.
+PAIRS = {"ingest_vs_bare_same_loop": ("ingest", "bare_uv"), "ingest_vs_bare_asyncio": ("ingest", "bare"),
+         "aiokafka_vs_bare": ("aiokafka_uv", "bare_uv"), "ingest_vs_aiokafka": ("ingest", "aiokafka_uv"),
+         "asyncio_ingest_vs_bare": ("ingest_asyncio", "bare"), "asyncio_aiokafka_vs_bare": ("aiokafka", "bare"),
+         "asyncio_ingest_vs_aiokafka": ("ingest_asyncio", "aiokafka"), "uvloop_ingest": ("ingest", "ingest_asyncio"),
+         "uvloop_bare": ("bare_uv", "bare"), "uvloop_aiokafka": ("aiokafka_uv", "aiokafka")}
+
+
 async def ingest_bench(bootstrap: str, broker_pid: int | None = None) -> dict:
+    from bench.ab import Servers, figures, pair, parse
+
     if not Path(WRK).exists():
         raise RuntimeError(f"{WRK} not found: install Debian's wrk (apt-get install wrk)")
-    (ROOT / "var").mkdir(exist_ok=True)
-    template = _template()
-    tmpl_file = Path(tempfile.mkstemp(prefix="bench-ingest-", suffix=".json")[1])
-    tmpl_file.write_text(template)
-    topic = f"bench-ingest-{uuid.uuid4().hex[:6]}"
-    ingest_port, bare_port = free_port(), free_port()
-    ingest, ingest_log = spawn([sys.executable, "-m", "els.cli", "ingest"], {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_AUTH_TOKENS": SECRET, "ELS_INGEST_HOST": "127.0.0.1",
-        "ELS_INGEST_PORT": str(ingest_port), "ELS_PARTITIONS": str(PARTITIONS), "ELS_RAW_TOPIC": topic,
-        "ELS_DEADLETTER_TOPIC": topic + "-dl"}, "ingest")
-    bare, bare_log = spawn([sys.executable, "-m", "bench.bare", str(bare_port)], {}, "bare")
-    servers = {"bare": (f"http://127.0.0.1:{bare_port}", bare), "ingest": (f"http://127.0.0.1:{ingest_port}", ingest)}
-    runs: dict[str, list[dict]] = {"bare": [], "ingest": [], "bare_few": [], "ingest_few": []}
-    try:
-        for label, (url, proc) in servers.items():
-            await _wait_ready(url, proc, label)
-        pids = {"broker": broker_pid} if broker_pid else {}
-        warmups = {label: _wrk(url, tmpl_file, WARMUP_S, CONNECTIONS, {"server": proc.pid, **pids})
-                   for label, (url, proc) in servers.items()}  # its 202s are in the raw topic too
-        # Alternate short runs: the machine is shared, so each ratio compares runs seconds apart.
-        for _ in range(ROUNDS):
-            for label, (url, proc) in servers.items():
-                runs[label].append(_wrk(url, tmpl_file, MAX_RATE_S, CONNECTIONS, {"server": proc.pid, **pids}))
-        for label, (url, proc) in servers.items():
-            runs[label + "_few"].append(_wrk(url, tmpl_file, MAX_RATE_S, FEW_CONNECTIONS,
-                                             {"server": proc.pid, **pids}))
-        for label, rs in runs.items():
-            for r in rs:
-                print(f"wrk {label}: {r}", file=sys.stderr)
-        ratios = [i["rps"] / b["rps"] for i, b in zip(runs["ingest"], runs["bare"], strict=True)]
-        ingest_rps = statistics.median(r["rps"] for r in runs["ingest"])
-        rate = ingest_rps / 2
-        const_bare = await _ConstantRate(bare_port, template, "cb").run(rate, CONSTANT_RATE_S)
-        print(f"constant rate bare: {const_bare}", file=sys.stderr)
-        const_ingest = await _ConstantRate(ingest_port, template, "ci").run(rate, CONSTANT_RATE_S)
-        print(f"constant rate ingest: {const_ingest}", file=sys.stderr)
-        in_kafka = await _raw_records(bootstrap, topic)
-    finally:
-        stop(ingest, ingest_log)
-        stop(bare, bare_log)
-        tmpl_file.unlink(missing_ok=True)
-    wrk_ingest = [warmups["ingest"], *runs["ingest"], *runs["ingest_few"]]
-    accepted = sum(r["requests"] - r["non_2xx"] for r in wrk_ingest) + const_ingest["statuses"].get(202, 0)
-    non_2xx = sum(r["non_2xx"] for r in wrk_ingest) + sum(v for k, v in const_ingest["statuses"].items() if k != 202)
-    if in_kafka < accepted:
-        print(f"WARNING: {accepted} requests answered 202 but the raw topic holds {in_kafka} records",
-              file=sys.stderr)
-
-    def cpu(label: str) -> dict:
-        return {k: round(statistics.mean(r[k] for r in runs[label])) for k in runs[label][0] if k.endswith("_cpu_pct")}
-
+    variants = [parse(v) for v in VARIANTS]
+    by = {v.label: v for v in variants}
+    async with Servers(variants, bootstrap, broker_pid) as servers:
+        for v in variants:  # warm-up (in the topic check, not in the figures)
+            v.runs.append(servers.wrk(v, WARMUP_S, CONNECTIONS))
+        runs = servers.rounds(ROUNDS, MAX_RATE_S, CONNECTIONS)
+        many = servers.rounds(1, MAX_RATE_S, MANY_CONNECTIONS, [by["bare_uv"], by["aiokafka_uv"], by["ingest"]])
+        rate = statistics.median(r["rps"] for r in runs["ingest"]) / 2
+        template = _template()
+        const_bare = await _ConstantRate(by["bare_uv"].port, template, "cb").run(rate, CONSTANT_RATE_S)
+        print(f"constant rate bare_uv: {const_bare}", file=sys.stderr)
+        const = await _ConstantRate(by["ingest"].port, template, "ci").run(rate, CONSTANT_RATE_S)
+        print(f"constant rate ingest: {const}", file=sys.stderr)
+        checks = {v.label: await servers.topic_check(v, const["statuses"].get(202, 0) if v.label == "ingest" else 0)
+                  for v in variants if v.kind != "bare"}
+    for label, (answered, in_topic) in checks.items():
+        if in_topic < answered:
+            print(f"WARNING: {label}: {answered} requests answered 2xx but its raw topic holds {in_topic} records",
+                  file=sys.stderr)
     return {
-        "ingest_rps": round(ingest_rps),
-        "ingest_bare_rps": round(statistics.median(r["rps"] for r in runs["bare"])),
-        "ingest_ratio_vs_bare": round(statistics.median(ratios), 3),
-        "ingest_ratios_per_round": [round(r, 3) for r in ratios],
-        "ingest_connections": CONNECTIONS,
-        "ingest_cpu_pct": cpu("ingest"), "ingest_bare_cpu_pct": cpu("bare"),
-        "ingest_few_connections": FEW_CONNECTIONS,
-        "ingest_few_rps": round(runs["ingest_few"][0]["rps"]), "ingest_few_bare_rps": round(runs["bare_few"][0]["rps"]),
-        "ingest_half_rate_rps": round(rate),
-        "ingest_half_rate_answered_rps": const_ingest["answered_rps"],
-        "ingest_p50_ms": const_ingest["p50_ms"], "ingest_p99_ms": const_ingest["p99_ms"],
-        "ingest_max_ms": const_ingest["max_ms"],
-        "ingest_client_vs_bare_answered_rps": const_bare["answered_rps"],
-        "ingest_client_vs_bare_p50_ms": const_bare["p50_ms"], "ingest_client_vs_bare_p99_ms": const_bare["p99_ms"],
-        "ingest_client_late_ticks": const_ingest["ticks_late_over_5ms"] + const_bare["ticks_late_over_5ms"],
-        "ingest_non_2xx": non_2xx, "ingest_202_answers": accepted, "ingest_raw_records": in_kafka,
+        "connections": CONNECTIONS, "rounds": ROUNDS,
+        **{f"{label}_{k}": v for label in by for k, v in figures(runs[label]).items() if k != "non_2xx"},
+        **{name: pair(runs, a, b) for name, (a, b) in PAIRS.items()},
+        f"at_{MANY_CONNECTIONS}_connections_rps": {label: round(r[0]["rps"]) for label, r in many.items()},
+        "half_rate_rps": round(rate), "half_rate_answered_rps": const["answered_rps"],
+        "p50_ms": const["p50_ms"], "p90_ms": const["p90_ms"], "p99_ms": const["p99_ms"], "max_ms": const["max_ms"],
+        "client_vs_bare_uv_p50_ms": const_bare["p50_ms"], "client_vs_bare_uv_p99_ms": const_bare["p99_ms"],
+        "client_late_ticks": const["ticks_late_over_5ms"] + const_bare["ticks_late_over_5ms"],
+        "non_2xx": sum(x["non_2xx"] for v in variants for x in v.runs)
+        + sum(n for k, n in const["statuses"].items() if k != 202),
+        "answered_2xx_vs_in_topic": {label: list(c) for label, c in checks.items()},
     }

@@ -45,6 +45,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ELS_AUTH_HEADER", "Authorization", "Header carrying the secret, as 'Bearer <secret>' or bare."),
     Setting("ELS_MAX_BODY_BYTES", "1048576", "Largest accepted body, on the wire and decompressed (413 above).", int),
     Setting("ELS_ACK_TIMEOUT_SECONDS", "5", "How long ingest waits for Kafka's acknowledgement before 503.", float),
+    Setting("ELS_TLS_CERT_FILE", None, "PEM certificate chain (server certificate first): with ELS_TLS_KEY_FILE, "
+            "ingest serves HTTPS (TLS 1.2+) on ELS_INGEST_PORT; re-read on SIGHUP."),
+    Setting("ELS_TLS_KEY_FILE", None, "PEM private key of ELS_TLS_CERT_FILE (unencrypted); re-read on SIGHUP."),
+    Setting("ELS_INGEST_UVLOOP", "1", "1: ingest runs on uvloop's event loop (faster); 0: on asyncio's.", bool),
     Setting("ELS_WINDOW_SECONDS", "60", "Tumbling window size, event time.", int),
     Setting("ELS_FLUSH_SECONDS", "10", "How often open windows are (re)emitted.", float),
     Setting("ELS_LATENESS_SECONDS", "300", "How late an event may arrive and still count in its window.", int),
@@ -117,6 +121,9 @@ class Config:
     els_auth_header: str
     els_max_body_bytes: int
     els_ack_timeout_seconds: float
+    els_tls_cert_file: str | None
+    els_tls_key_file: str | None
+    els_ingest_uvloop: bool
     els_window_seconds: int
     els_flush_seconds: float
     els_lateness_seconds: int
@@ -175,6 +182,14 @@ class Config:
     @property
     def bootstrap_list(self) -> list[str]:
         return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings for ingest's start-up debug line, secrets shown only as set/unset."""
+        out = {}
+        for setting in SETTINGS:
+            value = getattr(self, setting.env.lower())
+            out[setting.env] = ("<set>" if value else "<unset>") if setting.secret else value
+        return out
 
     @property
     def logs_enabled(self) -> frozenset[str]:

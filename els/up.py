@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -97,9 +98,9 @@ def _banner(cfg: Config, secret: str | None, configured: bool, engine: str, proc
     lines = [
         "",
         f"els up ({engine}): {state}. In Okta Workflows, set up Execution Log Streaming with:",
-        f"  URL:          http://{_local_host(cfg)}:{cfg.els_ingest_port}/v1/events",
-        "                (Okta's cloud needs https://<this host's public name>/v1/events: put it behind your",
-        "                 HTTPS reverse proxy or load balancer)",
+        f"  URL:          {ingest_url(cfg)}/v1/events",
+        "                (Okta's cloud needs https://<this host's public name>/v1/events: set ELS_TLS_CERT_FILE",
+        "                 and ELS_TLS_KEY_FILE, or put it behind your HTTPS reverse proxy or load balancer)",
         f"  Header name:  {cfg.els_auth_header}",
         f"  Header value: {value}",
     ]
@@ -115,10 +116,22 @@ def _banner(cfg: Config, secret: str | None, configured: bool, engine: str, proc
     return "\n".join(lines)
 
 
+def ingest_url(cfg: Config) -> str:
+    """Where ingest answers on this machine: https once it has a certificate (ELS_TLS_CERT_FILE)."""
+    scheme = "https" if cfg.els_tls_cert_file else "http"
+    return f"{scheme}://{_local_host(cfg)}:{cfg.els_ingest_port}"
+
+
 def ingest_ready(cfg: Config) -> bool:
-    """Ingest's /readyz: 200 once its producer reaches the broker."""
+    """Ingest's /readyz: 200 once its producer reaches the broker. Over HTTPS the certificate is not checked:
+    it names the public host, and this asks 127.0.0.1 only whether the process is up."""
+    context = None
+    if cfg.els_tls_cert_file:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     with contextlib.suppress(OSError, urllib.error.URLError, ValueError), \
-            urllib.request.urlopen(f"http://{_local_host(cfg)}:{cfg.els_ingest_port}/readyz", timeout=2) as r:
+            urllib.request.urlopen(f"{ingest_url(cfg)}/readyz", timeout=2, context=context) as r:
         return r.status == 200
     return False
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import sys
 import time
-from collections import Counter
 
 import orjson
 from aiohttp import http_exceptions, web
@@ -20,6 +21,8 @@ from common.config import Config
 from ingest.auth import Authenticator
 from ingest.envelope import BodyError, Reject, unwrap
 from ingest.kafka import KafkaWriter, NotAcknowledged
+from ingest.stats import IntervalReport, Stats
+from ingest.tls import ReloadableTls, TlsError
 
 log = logging.getLogger("els.ingest")
 
@@ -33,7 +36,7 @@ SERVER_OPTIONS = {"auto_decompress": False}
 
 CONFIG = web.AppKey("config", Config)
 WRITER = web.AppKey("writer", KafkaWriter)
-STATS = web.AppKey("stats", Counter)
+STATS = web.AppKey("stats", Stats)
 AUTH = web.AppKey("auth", Authenticator)
 
 
@@ -78,6 +81,12 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _dl_headers(request: web.Request, encoding: str | None) -> dict[str, str]:
+    """What a dead letter keeps of the request's headers (built only when something is dead-lettered)."""
+    return {k: v for k, v in (("content_type", request.headers.get("Content-Type")),
+                              ("content_encoding", encoding)) if v}
+
+
 ACCEPTED_ONE = orjson.dumps({"accepted": 1, "rejected": 0})
 
 
@@ -95,52 +104,52 @@ async def post_events(request: web.Request) -> web.Response:
 async def _post_events(request: web.Request) -> web.Response:
     app = request.app
     cfg, writer, stats = app[CONFIG], app[WRITER], app[STATS]
-    stats["requests"] += 1
+    stats.requests += 1
     if not app[AUTH].check(request.headers):
-        stats["status_401"] += 1
+        stats.status_401 += 1
         return _json(401, {"error": f"missing or invalid secret in the {cfg.els_auth_header} header"},
                      {"WWW-Authenticate": "Bearer"})
     received_ms = _now_ms()
     encoding = request.headers.get("Content-Encoding")
-    dl_headers = {k: v for k, v in (("content_type", request.headers.get("Content-Type")),
-                                    ("content_encoding", encoding)) if v}
     try:
         body, too_large = await _read_body(request, cfg.els_max_body_bytes)
     except web_exceptions_payload as exc:
-        stats["status_400"] += 1
+        stats.status_400 += 1
         return _json(400, {"error": f"unreadable request body: {exc}"})
-    stats["bytes_in"] += len(body)
+    stats.bytes_in += len(body)
     if too_large:
         return await _refuse(writer, stats, 413, f"body is larger than {cfg.els_max_body_bytes} bytes",
-                             body, received_ms, {**dl_headers, "truncated": "true"})
+                             body, received_ms, {**_dl_headers(request, encoding), "truncated": "true"})
     try:
         result = unwrap(body, encoding, cfg.els_max_body_bytes)
     except BodyError as exc:
-        return await _refuse(writer, stats, exc.status, exc.reason, body, received_ms, dl_headers)
+        return await _refuse(writer, stats, exc.status, exc.reason, body, received_ms,
+                             _dl_headers(request, encoding))
     try:
-        await writer.write(result.events, result.rejects, received_ms, extra_headers=dl_headers)
+        await writer.write(result.events, result.rejects, received_ms,
+                           extra_headers=_dl_headers(request, encoding) if result.rejects else None)
     except NotAcknowledged as exc:
-        stats["status_503"] += 1
+        stats.status_503 += 1
         log.warning("answering 503: %s", exc)
         return _json(503, {"error": str(exc)}, {"Retry-After": RETRY_AFTER_SECONDS})
-    stats["status_202"] += 1
-    stats["events_accepted"] += len(result.events)
-    stats["items_rejected"] += len(result.rejects)
+    stats.status_202 += 1
+    stats.events_accepted += len(result.events)
+    stats.items_rejected += len(result.rejects)
     if len(result.events) == 1 and not result.rejects:
         return web.Response(status=202, body=ACCEPTED_ONE, content_type="application/json")
     return _json(202, {"accepted": len(result.events), "rejected": len(result.rejects)})
 
 
-async def _refuse(writer: KafkaWriter, stats: Counter, status: int, reason: str, body: bytes, received_ms: int,
+async def _refuse(writer: KafkaWriter, stats: Stats, status: int, reason: str, body: bytes, received_ms: int,
                   headers: dict[str, str]) -> web.Response:
     """Keep the unusable body in the dead-letter topic, then answer 4xx (503 if even that cannot be written)."""
     try:
         await writer.write([], [Reject(reason, body)], received_ms, extra_headers=headers)
     except NotAcknowledged as exc:
-        stats["status_503"] += 1
+        stats.status_503 += 1
         return _json(503, {"error": f"{reason}; and it could not be kept: {exc}"}, {"Retry-After": RETRY_AFTER_SECONDS})
-    stats[f"status_{status}"] += 1
-    stats["items_rejected"] += 1
+    stats.refused(status)
+    stats.items_rejected += 1
     return _json(status, {"error": reason})
 
 
@@ -154,24 +163,16 @@ async def readyz(request: web.Request) -> web.Response:
     return _json(503, {"status": "not ready", "reason": "cannot reach Kafka"}, {"Retry-After": RETRY_AFTER_SECONDS})
 
 
-async def _log_stats(app: web.Application) -> None:
-    last = Counter()
+async def _log_stats(report: IntervalReport, every: float) -> None:
+    loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(STATS_EVERY_SECONDS)
-        _emit_stats(app, last)
+        await asyncio.sleep(every)
+        report.emit(loop.time())
 
 
-def _emit_stats(app: web.Application, last: Counter) -> None:
-    now = Counter(app[STATS])
-    delta = now - last
-    if delta:
-        log.info("ingest stats", extra={"interval_s": STATS_EVERY_SECONDS, **dict(delta)})
-    last.clear()
-    last.update(now)
-
-
-def create_app(cfg: Config) -> web.Application:
-    """The aiohttp application; Kafka connects in the background when it starts."""
+def create_app(cfg: Config, stats_every: float = STATS_EVERY_SECONDS) -> web.Application:
+    """The aiohttp application; Kafka connects in the background when it starts, and every `stats_every`
+    seconds a line logs what happened in that interval."""
     auth = Authenticator(cfg.auth_tokens, cfg.els_auth_header, cfg.els_auth_disabled)
     # aiohttp's own limit is a backstop above ours: we read the body ourselves to dead-letter a prefix.
     # No middleware: the guard against 500s is inside post_events, the only handler that reads client input
@@ -179,7 +180,7 @@ def create_app(cfg: Config) -> web.Application:
     app = web.Application(client_max_size=cfg.els_max_body_bytes * 2 + 1024)
     app[CONFIG] = cfg
     app[WRITER] = KafkaWriter(cfg)
-    app[STATS] = Counter()
+    app[STATS] = Stats()
     app[AUTH] = auth
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/healthz", healthz)
@@ -187,24 +188,70 @@ def create_app(cfg: Config) -> web.Application:
 
     async def lifecycle(app: web.Application):
         app[WRITER].start()
-        stats_task = asyncio.get_running_loop().create_task(_log_stats(app))
+        loop = asyncio.get_running_loop()
+        report = IntervalReport(app[STATS], loop.time())
+        stats_task = loop.create_task(_log_stats(report, stats_every))
         yield
         stats_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await stats_task
         await app[WRITER].stop()
-        _emit_stats(app, Counter())
+        report.emit(loop.time())  # the last, shorter interval
 
     app.cleanup_ctx.append(lifecycle)
     return app
 
 
+def _tls(cfg: Config) -> ReloadableTls | None:
+    """The HTTPS context when ELS_TLS_CERT_FILE or ELS_TLS_KEY_FILE is set; a bad file stops the start (exit 2)."""
+    if not (cfg.els_tls_cert_file or cfg.els_tls_key_file):
+        return None
+    try:
+        return ReloadableTls(cfg.els_tls_cert_file, cfg.els_tls_key_file)
+    except TlsError as exc:
+        print(f"els ingest: cannot serve HTTPS: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _reload_on_sighup(tls: ReloadableTls):
+    """A cleanup context: SIGHUP re-reads the certificate and key while the server runs."""
+
+    async def handler(app: web.Application):
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, tls.reload)
+        yield
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return handler
+
+
+def _event_loop(cfg: Config) -> asyncio.AbstractEventLoop | None:
+    """uvloop's event loop unless ELS_INGEST_UVLOOP=0 (None: aiohttp makes asyncio's)."""
+    if not cfg.els_ingest_uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:  # a platform without uvloop (Windows): the same server, a little slower
+        log.warning("uvloop is not installed; ingest runs on asyncio's event loop (ELS_INGEST_UVLOOP=0 says so)")
+        return None
+    return uvloop.new_event_loop()
+
+
 def run(cfg: Config) -> None:
     """`els ingest`: serve until SIGINT/SIGTERM; in-flight requests finish and accepted events are flushed."""
+    tls = _tls(cfg)
+    loop = _event_loop(cfg)
     app = create_app(cfg)
+    if tls is not None:
+        app.cleanup_ctx.append(_reload_on_sighup(tls))
+    log.debug("ingest settings", extra={"settings": cfg.redacted()})  # secrets only as <set>/<unset>
     if cfg.els_auth_disabled:
         log.warning("ELS_AUTH_DISABLED=1: accepting events without a secret (development only)")
-    log.info("ingest listening", extra={"url": f"http://{cfg.els_ingest_host}:{cfg.els_ingest_port}/v1/events",
-                                        "raw_topic": cfg.els_raw_topic, "secrets": len(cfg.auth_tokens)})
+    scheme = "https" if tls else "http"
+    log.info("ingest listening", extra={"url": f"{scheme}://{cfg.els_ingest_host}:{cfg.els_ingest_port}/v1/events",
+                                        "raw_topic": cfg.els_raw_topic, "secrets": len(cfg.auth_tokens),
+                                        "tls_cert_file": cfg.els_tls_cert_file,
+                                        "event_loop": "uvloop" if loop else "asyncio"})
     web.run_app(app, host=cfg.els_ingest_host, port=cfg.els_ingest_port, print=None, shutdown_timeout=15,
-                access_log=None, handle_signals=True, **SERVER_OPTIONS)
+                access_log=None, handle_signals=True, ssl_context=tls.listening if tls else None,
+                loop=loop, **SERVER_OPTIONS)

@@ -150,23 +150,19 @@ def extract(item, depth: int = 0) -> list[dict]:
     raise ValueError(reason)
 
 
-def _items(text: bytes) -> tuple[list, list[Reject]]:
-    """Top-level items: a JSON object, a JSON array's elements, or NDJSON lines."""
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        doc = None
-        is_json = False
-    else:
-        is_json = True
-    if is_json:
-        if isinstance(doc, list):
-            if not doc:
-                raise BodyError(400, "body is an empty JSON array")
-            return doc, []
-        if isinstance(doc, dict | str):  # a string: the whole body is one event as a JSON string
-            return [doc], []
-        raise BodyError(400, f"body is a JSON {type(doc).__name__}, not an event object, array or NDJSON")
+def _json_items(doc) -> list:
+    """Top-level items of a JSON body: the object itself, or an array's elements."""
+    if isinstance(doc, list):
+        if not doc:
+            raise BodyError(400, "body is an empty JSON array")
+        return doc
+    if isinstance(doc, dict | str):  # a string: the whole body is one event as a JSON string
+        return [doc]
+    raise BodyError(400, f"body is a JSON {type(doc).__name__}, not an event object, array or NDJSON")
+
+
+def _ndjson_items(text: bytes) -> tuple[list, list[Reject]]:
+    """Top-level items of a body that is not one JSON document: its NDJSON lines."""
     items, rejects = [], []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -195,7 +191,15 @@ def unwrap(body: bytes, content_encoding: str | None = None, max_bytes: int = 1 
     text = decompress(body, content_encoding, max_bytes)
     if not text or text.isspace():  # same as `not text.strip()`, without copying the body
         raise BodyError(400, "empty body")
-    items, rejects = _items(text)
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        items, rejects = _ndjson_items(text)
+    else:
+        if type(doc) is dict and _why_not_event(doc) is None:
+            # Okta's usual body, one plain event: none of the shape handling below applies
+            return Unwrapped([Event(event_key(doc), orjson.dumps(doc), _idempotency_key(doc))])
+        items, rejects = _json_items(doc), []
     out = Unwrapped(rejects=rejects)
     for item in items:
         try:

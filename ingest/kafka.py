@@ -184,20 +184,12 @@ class KafkaWriter:
                 # the topics with the right partition count before writing, instead of letting it guess.
                 await self._ensure_topics()
                 self._recheck_topics = False
-            futures = []
-            for ev in events:
-                futures.append(await producer.send(
-                    self.cfg.els_raw_topic, value=ev.value, key=ev.key,
-                    headers=_headers(ev.idempotency_key, received_ms)))
-            for rej in rejects:
-                futures.append(await producer.send(
-                    self.cfg.els_deadletter_topic, value=rej.raw,
-                    headers=_headers(None, received_ms, {"reason": rej.reason, "stage": stage,
-                                                         **(extra_headers or {})})))
-            if len(futures) == 1:  # Okta's usual request: one event, no gather needed
-                await futures[0]
-            elif futures:
-                await asyncio.gather(*futures)
+            if len(events) == 1 and not rejects:  # Okta's usual request: one event, one future, no gather
+                ev = events[0]
+                await (await producer.send(self.cfg.els_raw_topic, ev.value, ev.key,
+                                           headers=_headers(ev.idempotency_key, received_ms)))
+            else:
+                await self._send_all(producer, events, rejects, received_ms, stage, extra_headers)
         except asyncio.CancelledError:
             if deadline.expired and task.uncancel() == 0:
                 self._recheck_topics = True
@@ -208,6 +200,18 @@ class KafkaWriter:
             raise NotAcknowledged(f"Kafka refused the write: {exc!r}") from None
         finally:
             deadline.task = None
+
+    async def _send_all(self, producer: AIOKafkaProducer, events, rejects, received_ms: int, stage: str,
+                        extra_headers: dict[str, str] | None) -> None:
+        futures = []
+        for ev in events:
+            futures.append(await producer.send(self.cfg.els_raw_topic, ev.value, ev.key,
+                                               headers=_headers(ev.idempotency_key, received_ms)))
+        for rej in rejects:
+            futures.append(await producer.send(
+                self.cfg.els_deadletter_topic, value=rej.raw,
+                headers=_headers(None, received_ms, {"reason": rej.reason, "stage": stage, **(extra_headers or {})})))
+        await asyncio.gather(*futures)
 
     async def ready(self) -> bool:
         """True when the producer can reach the broker (cached for a second: probes are cheap but not free)."""

@@ -312,3 +312,33 @@ def test_els_up_refuses_a_taken_port_before_starting_anything(tmp_path):
     assert proc.returncode == 2
     assert f"port {port} for ingest is already in use" in proc.stderr and "ELS_INGEST_PORT" in proc.stderr
     assert not (tmp_path / "var" / "broker.log").exists()  # nothing was started
+
+
+def test_els_up_serves_https_when_given_a_certificate(tmp_path):
+    """ELS_TLS_CERT_FILE/KEY_FILE: ingest serves HTTPS, `els up` sees it ready and prints the https URL."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "chain.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    _fake_docker(tmp_path / "bin", engine=False)
+    port = free_port()
+    env = _env(tmp_path, KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}", ELS_INGEST_PORT=str(port),
+               ELS_WEB_PORT=str(free_port()), ELS_TLS_CERT_FILE=str(tmp_path / "chain.pem"),
+               ELS_TLS_KEY_FILE=str(tmp_path / "key.pem"), ELS_AUTH_TOKENS="tls-secret")
+    work = tmp_path / "work"
+    work.mkdir()
+    up = Up(work, env, ARTIFACTS / "els-up-https.log")
+    url = up.wait_for(r"URL:\s+(\S+/v1/events)").group(1)
+    assert url == f"https://127.0.0.1:{port}/v1/events"
+    up.wait_for(r"els up \(embedded broker\): ready\.")
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    req = urllib.request.Request(url, data=SAMPLE.read_bytes(), method="POST",
+                                 headers={"Authorization": "Bearer tls-secret", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30, context=context) as resp:
+        assert resp.status == 202
+    assert up.stop(signal.SIGINT) == 0

@@ -41,7 +41,7 @@ from tests.helpers.k8s_manifests import (
     with_https,
 )
 
-# Settings issue 12 adds (Kafka security, HTTPS at ingest); accepted in the ConfigMap before els.config has them.
+# Settings issue 12 adds (Kafka security, HTTPS at ingest); accepted in the ConfigMap before common.config has them.
 ISSUE_12 = {"KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SSL_CA_FILE", "KAFKA_SSL_CERT_FILE",
             "KAFKA_SSL_KEY_FILE", "ELS_TLS_CERT_FILE", "ELS_TLS_KEY_FILE"}
 KAFKA_CREDENTIALS = {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"}

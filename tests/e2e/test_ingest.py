@@ -36,9 +36,9 @@ def make_config(bootstrap: str, topics: dict, **overrides) -> Config:
 
 
 class Ingest:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, app=None):
         self.cfg = cfg
-        self.server = TestServer(create_app(cfg), host="127.0.0.1", port=0)
+        self.server = TestServer(app or create_app(cfg), host="127.0.0.1", port=0)
         self.session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self):
