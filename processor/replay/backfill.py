@@ -318,7 +318,7 @@ class Replay:
         self.stats.total = sum(st.end - st.start for st in state.values())
 
     def _clock(self, p: int) -> int:
-        return (self.windows.get(f"{p}|clock") or {}).get("now", 0)
+        return self.engine.clock(p).now
 
     def _throttle(self, consumer, state: dict[int, _Part], tps: dict) -> None:
         """Pause partitions more than two windows plus lateness ahead of the slowest one (in event time)."""

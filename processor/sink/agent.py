@@ -335,5 +335,4 @@ def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
         await flush()
 
     app.on_partitions_revoked.connect(flush_before_revocation)
-    app.els["sink"] = sink
     return sink

@@ -47,30 +47,30 @@ def _short(metric: str, prefix: str, tags: list[str]) -> str:
 
 
 def register(app) -> None:
-    state = app.els
-    cfg = state["cfg"]
-    chains = state["chains"]
+    pipeline = app.pipeline
+    cfg = pipeline.cfg
 
     @app.page("/els/flows/")
     async def flows_view(web, request):
-        return web.json(flow_stats(state["windows"], cfg.els_window_seconds, cfg.els_metric_prefix))
+        return web.json(flow_stats(pipeline.window_views(), cfg.els_window_seconds, cfg.els_metric_prefix))
 
     @app.page("/els/chains/{root}/")
-    @app.topic_route(topic=state["raw"], match_info="root")  # the raw partition's owner holds the chain
+    @app.topic_route(topic=pipeline.raw, match_info="root")  # the raw partition's owner holds the chain
     async def chain_view(web, request, root):
-        value = chains.get(root)
+        value = pipeline.chain_view(root)
         if value is None:
             return web.json({"error": "no open or recently closed chain with this root", "root": root}, status=404)
-        indexed = state["engine"].open_chains_of(value.get("p"))
+        indexed = pipeline.engine.open_chains_of(value.get("p"))
         # "scheduled": the worker will consider it for closing at each tick (diagnoses a chain that never closes)
         return web.json({**value, "scheduled": None if indexed is None else root in indexed})
 
     @app.page("/els/stats/")
     async def stats_view(web, request):
         # table sizes (local store, standby copies included) show whether state stays bounded over time
-        sizes = {"table_chains": len(chains), "table_windows": len(state["windows"]),
-                 "table_sink": len(state["sink"].table)}
-        return web.json({**state["stats"], **{f"sink_{k}": v for k, v in state["sink"].stats.items()}, **sizes})
+        sizes = {"table_chains": len(pipeline.chains), "table_windows": len(pipeline.windows),
+                 "table_sink": len(pipeline.sink.table)}
+        return web.json({**pipeline.stats.as_dict(), **{f"sink_{k}": v for k, v in pipeline.sink.stats.items()},
+                         **sizes})
 
     def owned_partitions() -> list[int] | None:
         """The raw partitions this worker actively owns (its table also holds standby copies of others)."""
@@ -85,13 +85,14 @@ def register(app) -> None:
     @app.page("/els/status.json")
     async def status_json(web, request):
         now_ms = int(time.time() * 1000)
-        data = status_data(list(state["windows"].items()), window_seconds=cfg.els_window_seconds,
+        data = status_data(list(pipeline.window_views().items()), window_seconds=cfg.els_window_seconds,
                            prefix=cfg.els_metric_prefix, partitions=owned_partitions(), now_ms=now_ms)
-        sink = state["sink"]
+        sink = pipeline.sink
         data["partition_count"] = cfg.els_partitions
         data["sink"] = sink_state(sink.stats, sink.client.dry_run,
                                   retries.sample(sink.stats.get("sink_retries", 0), now_ms))
-        data["worker"] = {k: state["stats"].get(k, 0) for k in ("records", "batches", "deadletters", "gap_seeks")}
+        stats = pipeline.stats.as_dict()
+        data["worker"] = {k: stats.get(k, 0) for k in ("records", "batches", "deadletters", "gap_seeks")}
         return web.json(data)
 
     @app.page("/els/status/")
