@@ -6,8 +6,8 @@ sent when its timestamp comes). After 1x the workload, and again after 5x in tot
 fake Datadog counts every event (the worker caught up) and then two window+lateness periods (closed chains
 expire), and reads the worker's VmRSS and its table sizes (/els/stats/).
 
-Closed windows outlive their lateness by retentions (the engine's closed markers CLOSED_RETENTION_MS, the
-sink's merged windows processor/sink/merge.py keep_after_end_ms); while they are longer than this bench the
+Closed windows outlive their lateness by retentions (the engine's closed markers one window, see
+processor/engine/settings.py; the sink's merged windows processor/sink/merge.py keep_after_end_ms); while they are longer than this bench the
 windows and sink tables, and so RSS, still grow with elapsed time; the figures say so (`*_retention_s`).
 """
 
@@ -48,12 +48,11 @@ async def memory_bench(bootstrap: str, rate: int = 400, seconds: float = 12.0) -
     settle = SETTINGS["ELS_WINDOW_SECONDS"] + SETTINGS["ELS_LATENESS_SECONDS"]  # one window + lateness period
     topic = f"bench-mem-{uuid.uuid4().hex[:6]}"
     sim = Simulator(seed=13, flows=20, helpers=5, dup_rate=0.05)
-    from processor.engine import CLOSED_RETENTION_MS
     from processor.sink.merge import keep_after_end_ms
 
     horizon = SETTINGS["ELS_WINDOW_SECONDS"] + SETTINGS["ELS_LATENESS_SECONDS"]
     out: dict = {"rate_events_per_s": rate, **{k.lower(): v for k, v in SETTINGS.items()},
-                 "windows_retention_s": horizon + CLOSED_RETENTION_MS // 1000,
+                 "windows_retention_s": horizon + SETTINGS["ELS_WINDOW_SECONDS"],
                  "sink_retention_s": SETTINGS["ELS_WINDOW_SECONDS"] + keep_after_end_ms(
                      SETTINGS["ELS_WINDOW_SECONDS"], SETTINGS["ELS_LATENESS_SECONDS"], FAILOVER_S) // 1000}
     started = time.monotonic()

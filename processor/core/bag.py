@@ -9,9 +9,7 @@ Labels are the group's identifying tags (flow_name, flow_id, ...), kept raw and 
 
 from __future__ import annotations
 
-from ddsketch import DDSketch
-
-from processor.core.sketch import from_compact, new_sketch, to_compact
+from processor.core.sketch import Sketch, from_compact, to_compact
 from processor.core.tags import counter_key
 
 OUTCOMES = ("completed", "failed", "canceled")
@@ -31,7 +29,7 @@ class Bag:
 
     def __init__(self):
         self.counters: dict[str, float] = {}
-        self.sketches: dict[str, DDSketch] = {}
+        self.sketches: dict[str, Sketch] = {}
         self.labels: dict[str, str] = {}
         self.label_ms: dict[str, int] = {}
 
@@ -43,7 +41,7 @@ class Bag:
     def sample(self, sketch_name: str, value: float) -> None:
         sk = self.sketches.get(sketch_name)
         if sk is None:
-            sk = self.sketches[sketch_name] = new_sketch()
+            sk = self.sketches[sketch_name] = Sketch()
         sk.add(value)
 
     def label(self, tag: str, value: str, at_ms: int = 0) -> None:
@@ -60,7 +58,7 @@ class Bag:
         for k, sk in other.sketches.items():
             mine = self.sketches.get(k)
             if mine is None:
-                mine = self.sketches[k] = new_sketch()  # merging into an empty sketch copies, never aliases
+                mine = self.sketches[k] = Sketch()  # merging into an empty sketch copies, never aliases
             mine.merge(sk)
         for tag, value in other.labels.items():
             self.label(tag, value, other.label_ms.get(tag, 0))

@@ -3,11 +3,13 @@
 Pure and small, because one record per open chain is rewritten to the changelog on every batch that touches it.
 Events may arrive in any order and twice; helpers may end after their root (async calls); parents may never be
 seen. A chain closes when its root has ended and every execution seen in it has ended and a quiet period passed
-without news, or on a timeout; the closed record stays as a marker (to recognise late duplicates) until `expired`.
-The result never depends on the order in which a chain's events arrive.
+without news, or on a timeout; the closed record stays as a marker (to recognise late duplicates) for the
+lateness period. The result never depends on the order in which a chain's events arrive.
 """
 
 from __future__ import annotations
+
+from enum import Enum
 
 # An execution is a short list (the serialised form stays small): ids and names, start/end times, its outcome
 # and, for a failure, the error.
@@ -18,16 +20,24 @@ _RANK = {"completed": 0, "canceled": 1, "failed": 2}
 GAP = "…"  # in a path: links between the root and an unseen parent that no event told us about
 
 
-class Chain:
-    """One chain's state; `off`, `last_news_ms` and `closed_off` are the caller's bookkeeping."""
+class Verdict(Enum):
+    """What an event is to its chain (see `apply`)."""
 
-    __slots__ = ("root", "partition", "off", "seen", "last_news_ms", "first_ms", "execs", "root_flow", "closed",
+    NEW = "new"
+    DUPLICATE = "duplicate"  # its idempotency key was seen at an earlier offset: counted once
+    REPLAYED = "replayed"    # seen at this very offset: applied before a crash, processed again
+    LATE = "late"            # new, but the chain already closed (it stays closed)
+
+
+class Chain:
+    """One chain's state; `last_news_ms` and `closed_off` are the caller's bookkeeping."""
+
+    __slots__ = ("root", "partition", "seen", "last_news_ms", "first_ms", "execs", "root_flow", "closed",
                  "closed_ms", "closed_off")
 
     def __init__(self, root: str, partition: int):
         self.root = root
         self.partition = partition
-        self.off = -1
         self.seen: dict[str, int] = {}  # idempotency key -> first raw offset it was seen at
         self.last_news_ms = 0
         self.first_ms: int | None = None  # earliest event time of the chain
@@ -38,14 +48,14 @@ class Chain:
         self.closed_off: int | None = None  # the raw offset (tick or event) whose processing closed the chain
 
     def to_dict(self) -> dict:
-        return {"root": self.root, "p": self.partition, "off": self.off, "seen": self.seen,
+        """A readable form (the chain view; the stored form is processor/state/records.py's)."""
+        return {"root": self.root, "p": self.partition, "seen": self.seen,
                 "news": self.last_news_ms, "first": self.first_ms, "x": self.execs, "rf": self.root_flow,
                 "closed": self.closed, "closed_ms": self.closed_ms, "closed_off": self.closed_off}
 
     @classmethod
     def from_dict(cls, d: dict) -> Chain:
         c = cls(d["root"], d["p"])
-        c.off = d["off"]
         c.seen = dict(d["seen"])
         c.last_news_ms = d["news"]
         c.first_ms = d["first"]
@@ -63,28 +73,23 @@ class Chain:
 
     def __repr__(self) -> str:
         state = f"closed {self.closed['status']}" if self.closed else "open"
-        return f"Chain({self.root} p{self.partition} {state}, {len(self.execs)} executions, off={self.off})"
+        return f"Chain({self.root} p{self.partition} {state}, {len(self.execs)} executions)"
 
 
-def new_chain(root: str, partition: int) -> Chain:
-    return Chain(root, partition)
-
-
-def apply(chain: Chain, ev, offset: int, now_ms: int) -> str:
-    """Record one event: "new", "duplicate" (key seen at an earlier offset), "replayed" (seen at this very
-    offset: applied before a crash), or "late" (new, but the chain already closed; it stays closed)."""
+def apply(chain: Chain, ev, offset: int, now_ms: int) -> Verdict:
+    """Record one event and say what it was to the chain (Verdict); only NEW and LATE change the chain."""
     first = chain.seen.get(ev.idempotency_key)
     if first is not None:
-        return "replayed" if first == offset else "duplicate"
+        return Verdict.REPLAYED if first == offset else Verdict.DUPLICATE
     chain.seen[ev.idempotency_key] = offset
     _record(chain, ev)
     if chain.closed is not None:
         # kept (a late failure's log still gets its path) but the summary is final and this is no news
-        return "late"
+        return Verdict.LATE
     ts = ev.timestamp_ms
     chain.first_ms = ts if chain.first_ms is None else min(chain.first_ms, ts)
     chain.last_news_ms = max(chain.last_news_ms, now_ms)
-    return "new"
+    return Verdict.NEW
 
 
 def _record(chain: Chain, ev) -> None:
@@ -127,20 +132,24 @@ def close_due(chain: Chain, now_ms: int, quiet_ms: int, timeout_ms: int) -> str 
     return _due(chain.root, chain.execs, chain.last_news_ms, now_ms, quiet_ms, timeout_ms)
 
 
-def close_due_stored(d: dict, now_ms: int, quiet_ms: int, timeout_ms: int) -> str | None:
-    """close_due on a stored chain (Chain.to_dict()), without decoding it: ticks check every open chain."""
-    if d["closed"] is not None:
+def due_ms(chain: Chain, quiet_ms: int, timeout_ms: int) -> int | None:
+    """The earliest clock time at which close_due may close this chain (None: closed already). Ticks check
+    only the chains that are due, instead of every open one."""
+    if chain.closed is not None:
         return None
-    return _due(d["root"], d["x"], d["news"], now_ms, quiet_ms, timeout_ms)
+    return chain.last_news_ms + (quiet_ms if _ended(chain.root, chain.execs) else timeout_ms)
+
+
+def _ended(root_id: str, execs: dict) -> bool:
+    root = execs.get(root_id)
+    return root is not None and root[STATUS] is not None and all(x[END] is not None for x in execs.values())
 
 
 def _due(root_id: str, execs: dict, last_news_ms: int, now_ms: int, quiet_ms: int, timeout_ms: int) -> str | None:
     silent = now_ms - last_news_ms
-    root = execs.get(root_id)
-    if (root is not None and root[STATUS] is not None and silent >= quiet_ms
-            and all(x[END] is not None for x in execs.values())):
+    if silent >= quiet_ms and _ended(root_id, execs):
         # checked before the timeout: a chain that ended is never timed_out because the clock jumped
-        return root[STATUS]
+        return execs[root_id][STATUS]
     if silent >= timeout_ms:
         return "timed_out"
     return None
@@ -224,8 +233,3 @@ def close(chain: Chain, status: str, now_ms: int) -> dict:
     chain.closed = summary
     chain.closed_ms = now_ms
     return summary
-
-
-def expired(chain: Chain, now_ms: int, lateness_ms: int) -> bool:
-    """A closed marker may be deleted: later duplicates of its events are too late to matter anyway."""
-    return chain.closed is not None and chain.closed_ms is not None and chain.closed_ms + lateness_ms <= now_ms

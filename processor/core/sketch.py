@@ -1,122 +1,183 @@
-"""Duration sketches: DDSketch (1% relative accuracy), mergeable across partitions, re-sends and windows.
+"""Duration sketches: DDSketch's bins (1% relative accuracy), mergeable across partitions, re-sends and windows.
 
 Why a sketch: a window's percentiles must be computable from the merge of several partitions' partials, and a
 re-sent partial must replace rather than add; exact samples would not fit in a Kafka record, averages of
 percentiles are wrong. DDSketch merges exactly (bin counts add) and keeps every quantile within 1% of the truth.
 
-Why this encoding: ddsketch's own serialisation is protobuf (an extra dependency). The compact form here is a
-small JSON-able dict holding exactly the sketch's state, so a round trip gives the very same bins and quantiles:
+Why our own holder: a window's sketch lives mostly encoded (in the state and the outbox) and is decoded, added
+to and merged on the hot path. `Sketch` keeps exactly DDSketch's state: the bins of ddsketch's public
+`LogarithmicMapping` (the mapping `DDSketch(0.01)` uses) as a sparse {key: count}, the zero count, and the exact
+count, sum, min and max; quantiles are read from a `DDSketch` rebuilt through its public API (`add(value of the
+bin, count)` lands every count in its own bin), so nothing here touches ddsketch's private attributes.
+tests/unit/core/test_sketch.py pins the equivalence with a DDSketch fed the same values.
+
+The compact form, a small JSON-able dict holding exactly that state (a round trip gives the same bins):
     {"n": count, "s": sum, "lo": min, "hi": max,          # summary (min/max absent when empty)
      "z": zero_count,                                      # only when non-zero
-     "k": first key, "b": [bin counts...],                 # positive store, only when non-empty
-     "nk": ..., "nb": [...]}                               # negative store (durations never use it)
+     "k": first key, "b": [bin counts...],                 # positive bins, only when non-empty
+     "nk": ..., "nb": [...]}                               # negative bins (durations never use them)
 Bin counts run from the first to the last non-empty bin; a negative entry -r stands for r empty bins (a count is
 never negative), so sparse data stays small. Integral numbers are written as ints. Canonical: equal sketches
-(same bins, whatever their in-memory layout) give equal compact forms.
+give equal compact forms.
 """
 
 from __future__ import annotations
 
+import math
+
 from ddsketch import DDSketch
-from ddsketch.store import DenseStore
+from ddsketch.mapping import LogarithmicMapping
 
 RELATIVE_ACCURACY = 0.01
-_GAMMA = DDSketch(RELATIVE_ACCURACY)._mapping.gamma
+_MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)  # what DDSketch(RELATIVE_ACCURACY) maps values with
+_KEY = _MAPPING.key
+_SMALLEST = _MAPPING.min_possible  # values within (-_SMALLEST, _SMALLEST) count as zero, as in DDSketch
 
 
-def new_sketch() -> DDSketch:
-    return DDSketch(RELATIVE_ACCURACY)
+class Sketch:
+    """DDSketch's state, sparse: positive and negative bins by key, zero count, exact count/sum/min/max."""
+
+    __slots__ = ("pos", "neg", "zero", "count", "sum", "min", "max")
+
+    def __init__(self):
+        self.pos: dict[int, float] = {}
+        self.neg: dict[int, float] = {}
+        self.zero: float = 0
+        self.count: float = 0
+        self.sum: float = 0.0
+        self.min: float = math.inf
+        self.max: float = -math.inf
+
+    def add(self, value: float, weight: float = 1.0) -> None:
+        if weight <= 0:
+            raise ValueError(f"weight must be positive, got {weight!r}")
+        if value > _SMALLEST:
+            k = _KEY(value)
+            self.pos[k] = self.pos.get(k, 0) + weight
+        elif value < -_SMALLEST:
+            k = _KEY(-value)
+            self.neg[k] = self.neg.get(k, 0) + weight
+        else:
+            self.zero += weight
+        self.count += weight
+        self.sum += value * weight
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+    def merge(self, other: Sketch) -> None:
+        """Add `other` into this one: bin counts add, count/sum add, min/max combine."""
+        if not other.count:
+            return
+        for mine, theirs in ((self.pos, other.pos), (self.neg, other.neg)):
+            for k, c in theirs.items():
+                mine[k] = mine.get(k, 0) + c
+        self.zero += other.zero
+        self.count += other.count
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+    def get_quantile_value(self, q: float) -> float | None:
+        """DDSketch's q-quantile of these bins (unclamped); None when empty."""
+        return self.as_ddsketch().get_quantile_value(q) if self.count else None
+
+    def as_ddsketch(self) -> DDSketch:
+        """A DDSketch with the same bins, built through its public API (its sum/min/max are not exact)."""
+        d = DDSketch(RELATIVE_ACCURACY)
+        value = _MAPPING.value
+        for k, c in self.pos.items():
+            d.add(value(k), c)
+        for k, c in self.neg.items():
+            d.add(-value(k), c)
+        if self.zero:
+            d.add(0.0, self.zero)
+        return d
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sketch) and to_compact(self) == to_compact(other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Sketch(n={self.count}, min={self.min}, max={self.max})"
 
 
-def merge(into: DDSketch, other: DDSketch) -> DDSketch:
-    """Adds `other` into `into` (DDSketch.merge: bin counts add, min/max/sum/count combine); returns `into`."""
-    into.merge(other)
-    return into
+def new_sketch() -> Sketch:
+    return Sketch()
 
 
-def quantile(s: DDSketch, q: float) -> float | None:
+def quantile(s: Sketch, q: float) -> float | None:
     """The q-quantile (0..1), within 1% relative error, clamped to the exact [min, max]; None when empty."""
     if not s.count:
         return None
-    v = s.get_quantile_value(q)
-    return min(max(v, s._min), s._max)
+    return min(max(s.get_quantile_value(q), s.min), s.max)
 
 
 def _num(x: float) -> float | int:
     return int(x) if float(x).is_integer() and abs(x) < 2**53 else x
 
 
-def _encode_store(store: DenseStore) -> tuple[int, list] | None:
-    if not store.count:
-        return None
-    bins, off = store.bins, store.offset
-    lo, hi = store.min_key - off, store.max_key - off
-    while lo <= hi and not bins[lo]:
-        lo += 1
-    while hi >= lo and not bins[hi]:
-        hi -= 1
-    if lo > hi:
+def _encode_bins(bins: dict[int, float]) -> tuple[int, list] | None:
+    keys = sorted(k for k, c in bins.items() if c)
+    if not keys:
         return None
     out: list = []
-    zeros = 0
-    for c in bins[lo:hi + 1]:
-        if c:
-            if zeros:
-                out.extend((0,) if zeros == 1 else (-zeros,))
-                zeros = 0
-            out.append(int(c) if c.is_integer() else c)
-        else:
-            zeros += 1
-    return lo + off, out
+    prev = keys[0] - 1
+    for k in keys:
+        gap = k - prev - 1
+        if gap:
+            out.append(0 if gap == 1 else -gap)
+        out.append(_num(bins[k]))
+        prev = k
+    return keys[0], out
 
 
-def _decode_store(store: DenseStore, first_key: int, encoded: list) -> None:
-    bins: list[float] = []
+def _decode_bins(first_key: int, encoded: list) -> dict[int, float]:
+    bins: dict[int, float] = {}
+    k = first_key
     for c in encoded:
         if c < 0:
-            bins.extend([0.0] * int(-c))
+            k += int(-c)
+        elif c == 0:
+            k += 1
         else:
-            bins.append(float(c))
-    if not bins:
-        return
-    # DenseStore's own state, as DenseStore.copy would set it; any length works for later adds and merges
-    store.bins = bins
-    store.offset = first_key
-    store.min_key = first_key
-    store.max_key = first_key + len(bins) - 1
-    store.count = sum(bins)
+            bins[k] = c
+            k += 1
+    return bins
 
 
-def to_compact(s: DDSketch) -> dict:
+def to_compact(s: Sketch) -> dict:
     """The sketch's full state as a small JSON-able dict (see the module docstring)."""
-    if s._mapping.gamma != _GAMMA:
-        raise ValueError("only sketches made by new_sketch() (1% relative accuracy) can be encoded")
+    if not isinstance(s, Sketch):
+        raise ValueError(f"only Sketch (1% relative accuracy) can be encoded, not {type(s).__name__}")
     if not s.count:
         return {"n": 0}
-    out: dict = {"n": _num(s._count), "s": _num(s._sum), "lo": _num(s._min), "hi": _num(s._max)}
-    if s._zero_count:
-        out["z"] = _num(s._zero_count)
-    pos = _encode_store(s._store)
+    out: dict = {"n": _num(s.count), "s": _num(s.sum), "lo": _num(s.min), "hi": _num(s.max)}
+    if s.zero:
+        out["z"] = _num(s.zero)
+    pos = _encode_bins(s.pos)
     if pos:
         out["k"], out["b"] = pos
-    neg = _encode_store(s._negative_store)
+    neg = _encode_bins(s.neg)
     if neg:
         out["nk"], out["nb"] = neg
     return out
 
 
-def from_compact(obj: dict) -> DDSketch:
-    """The DDSketch that to_compact encoded: same bins, count, sum, min, max, hence the same quantiles."""
-    s = new_sketch()
+def from_compact(obj: dict) -> Sketch:
+    """The Sketch that to_compact encoded: same bins, count, sum, min, max, hence the same quantiles."""
+    s = Sketch()
     if not obj or not obj.get("n"):
         return s
     if "b" in obj:
-        _decode_store(s._store, int(obj["k"]), obj["b"])
+        s.pos = _decode_bins(int(obj["k"]), obj["b"])
     if "nb" in obj:
-        _decode_store(s._negative_store, int(obj["nk"]), obj["nb"])
-    s._zero_count = float(obj.get("z", 0))
-    s._count = float(obj["n"])
-    s._sum = float(obj["s"])
-    s._min = float(obj["lo"])
-    s._max = float(obj["hi"])
+        s.neg = _decode_bins(int(obj["nk"]), obj["nb"])
+    s.zero = obj.get("z", 0)
+    s.count = obj["n"]
+    s.sum = obj["s"]
+    s.min = obj["lo"]
+    s.max = obj["hi"]
     return s

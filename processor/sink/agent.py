@@ -149,5 +149,4 @@ def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
         await agent.flush()
 
     app.on_partitions_revoked.connect(flush_before_revocation)
-    app.els["sink"] = sink
     return sink

@@ -125,6 +125,6 @@ def render_series(group: str, window_start_ms: int, window_seconds: int, bag: Ba
         if sk is None or not sk.count:
             continue
         for suffix, q in gauges:
-            value = sk.sum / sk.count if q == "avg" else sk._max if q == "max" else quantile(sk, q)
+            value = sk.sum / sk.count if q == "avg" else sk.max if q == "max" else quantile(sk, q)
             out.append(_series(f"{prefix}.{name}.{suffix}", GAUGE, ts, value, common, None))
     return out

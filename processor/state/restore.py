@@ -6,8 +6,9 @@ the last record, so the rest of that batch, the newest state, would be missing a
 last writes shared a batch were lost while the windows and the clock (written last, alone) said their events
 were applied. The fetch response's high watermark is right on every broker, so after each recovery, before the
 streams resume, every active changelog partition is read on from the reported end to the fetched high
-watermark and applied like Faust applies changelog records (JSON key and value; no value = deleted). On a
-broker that reports end offsets correctly this reads nothing.
+watermark and applied like Faust applies changelog records (JSON key; the value as the table's value serializer
+reads it: bytes as they are for `raw`, else JSON; no value = deleted). On a broker that reports end offsets
+correctly this reads nothing.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ async def top_up(bootstrap: list[str], tables: list, actives_for_table, auth: di
         tps = {tp.partition for tp in actives_for_table.get(table, ())}
         if tps:
             topic = table.changelog_topic.get_topic_name()
-            work[topic] = (table, sorted(tps))
+            raw = getattr(table, "value_serializer", "json") == "raw"
+            work[topic] = (table, sorted(tps), raw)
     if not work:
         return 0
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **(auth or {}))
     await consumer.start()
     applied = 0
     try:
-        tps = [TopicPartition(topic, p) for topic, (_t, parts) in work.items() for p in parts]
+        tps = [TopicPartition(topic, p) for topic, (_t, parts, _raw) in work.items() for p in parts]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         for tp in tps:
@@ -50,13 +52,14 @@ async def top_up(bootstrap: list[str], tables: list, actives_for_table, auth: di
         while pending and time.monotonic() < deadline:
             batch = await consumer.getmany(*pending, timeout_ms=200)
             for tp, records in batch.items():
-                data = work[tp.topic][0].data
+                table, _parts, raw = work[tp.topic]
+                data = table.data
                 for r in records:
                     key = orjson.loads(r.key)
                     if r.value is None:
                         data.pop(key, None)
                     else:
-                        data[key] = orjson.loads(r.value)
+                        data[key] = r.value if raw else orjson.loads(r.value)
                     applied += 1
             for tp in list(pending):
                 hw = consumer.highwater(tp)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from common.config import Config
     from processor.engine import Engine
+    from processor.pipeline import Pipeline
     from processor.sink.sink import Sink
 
 WORKER_STATS = ("records", "batches", "deadletters", "gap_seeks")
@@ -47,21 +48,56 @@ WORKER_STATS = ("records", "batches", "deadletters", "gap_seeks")
 
 @dataclass(frozen=True)
 class Parts:
-    """The worker's state these views read."""
+    """The worker's state these views read, in readable form (the tables hold the state layer's encoded records)."""
 
-    cfg: Config
-    chains: faust.Table
-    windows: faust.Table
-    raw: faust.TopicT
-    engine: Engine
-    stats: dict[str, int]
-    sink: Sink
+    pipeline: Pipeline
+
+    @property
+    def cfg(self) -> Config:
+        return self.pipeline.cfg
+
+    @property
+    def raw(self) -> faust.TopicT:
+        return self.pipeline.raw
+
+    @property
+    def engine(self) -> Engine:
+        return self.pipeline.engine
+
+    @property
+    def sink(self) -> Sink:
+        return self.pipeline.sink
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.pipeline.stats.as_dict()
+
+    @property
+    def windows(self) -> dict[str, dict]:
+        """Window records as {"group", "ws", "bag", ...} and clocks as {"now", "off"}, by key."""
+        return self.pipeline.window_views()
+
+    def chain(self, root: str) -> dict | None:
+        return self.pipeline.chain_view(root)
+
+    def items(self, name: str, table: faust.Table) -> list[tuple[str, object]]:
+        """A table's local (key, value) pairs, values readable."""
+        if name == "windows":
+            return list(self.windows.items())
+        if name == "chains":
+            return [(root, self.chain(root)) for root in list(table.data.keys())]
+        return list(table.items())
+
+    def sizes(self) -> dict[str, int]:
+        """Table sizes (local store, standby copies included): whether state stays bounded over time."""
+        p = self.pipeline
+        return {"table_chains": len(p.chains.data), "table_windows": len(p.windows.data),
+                "table_sink": len(p.sink.table)}
 
 
 def parts(app) -> Parts:
-    """The one place that knows how processor/worker.py exposes its state (`app.els`)."""
-    s = app.els
-    return Parts(s["cfg"], s["chains"], s["windows"], s["raw"], s["engine"], s["stats"], s.get("sink"))
+    """The one place that knows how processor/worker.py exposes its state (`app.pipeline`)."""
+    return Parts(app.pipeline)
 
 
 def flow_stats(windows, window_seconds: int, prefix: str) -> dict:
@@ -152,7 +188,7 @@ def _register_basics(app) -> None:
     @app.topic_route(topic=parts(app).raw, match_info="root")  # the raw partition's owner holds the chain
     async def chain_view(web, request, root):
         s = parts(app)
-        value = s.chains.get(root)
+        value = s.chain(root)
         if value is None:
             return web.json({"error": "no open or recently closed chain with this root", "root": root}, status=404)
         indexed = s.engine.open_chains_of(value.get("p"))
@@ -161,12 +197,11 @@ def _register_basics(app) -> None:
 
     @app.page("/els/stats/")
     async def stats_view(web, request):
-        # table sizes (local store, standby copies included) show whether state stays bounded over time
         s = parts(app)
-        sizes = {"table_chains": len(s.chains), "table_windows": len(s.windows), "table_sink": len(s.sink.table)}
         # ready: partitions assigned and their state recovered (Faust's "Worker ready"); `els up` waits for it
         ready = app.rebalancing_count > 0 and not app.rebalancing
-        return web.json({**s.stats, **{f"sink_{k}": v for k, v in s.sink.stats.items()}, **sizes, "ready": ready})
+        return web.json({**s.stats, **{f"sink_{k}": v for k, v in s.sink.stats.items()}, **s.sizes(),
+                         "ready": ready})
 
     @app.page("/els/status/")
     async def status_page(web, request):
@@ -243,7 +278,8 @@ async def _ask_keys(where: Cluster, table: str, t, query: KeyQuery):
     topic = where.topic(TABLE_OWNER.get(table, Owner.RAW))
 
     def local(asked: list[int]) -> dict:
-        return local_keys(list(t.items()), table=table, partitions=where.owned(topic, asked), query=query)
+        return local_keys(parts(where.app).items(table, t), table=table, partitions=where.owned(topic, asked),
+                          query=query)
 
     answers, states = await where.ask(topic, f"/els/keys.local/{table}/", query.params(), local, check_answer)
     return topic, answers, states
@@ -270,7 +306,7 @@ def _register_keys(app, where: Cluster) -> None:
         except ValueError as exc:
             return web.json({"error": str(exc)}, status=400)
         owned = where.owned(where.topic(TABLE_OWNER.get(table, Owner.RAW)), asked)
-        return web.json(local_keys(list(t.items()), table=table, partitions=owned, query=query))
+        return web.json(local_keys(parts(app).items(table, t), table=table, partitions=owned, query=query))
 
     @app.page("/els/keys/{table}/")
     async def keys_view(web, request, table):

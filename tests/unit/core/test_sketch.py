@@ -1,4 +1,5 @@
-"""Duration sketches: 1% accuracy against exact percentiles, exact round trips, merges equal to the union, size."""
+"""Duration sketches: 1% accuracy against exact percentiles, exact round trips, merges equal to the union, size,
+and the adapter pinned: the same bins and quantiles as a DDSketch fed the same values."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from ddsketch import DDSketch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.core.sketch import from_compact, merge, new_sketch, quantile, to_compact
+from processor.core.sketch import Sketch, from_compact, new_sketch, quantile, to_compact
 
 QS = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)
 
 
-def sketch_of(values) -> DDSketch:
+def sketch_of(values) -> Sketch:
     s = new_sketch()
     for v in values:
         s.add(v)
@@ -28,7 +29,7 @@ def exact_quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[math.floor(q * (len(sorted_values) - 1))]
 
 
-def roundtrip(s: DDSketch) -> DDSketch:
+def roundtrip(s: Sketch) -> Sketch:
     return from_compact(orjson.loads(orjson.dumps(to_compact(s))))
 
 
@@ -57,7 +58,7 @@ def test_quantiles_within_one_percent_of_exact(name):
         got = quantile(s, q)
         assert abs(got - want) <= 0.01 * abs(want) + 1e-12, (name, q, got, want)
     assert s.count == len(values)
-    assert s._min == ordered[0] and s._max == ordered[-1]
+    assert s.min == ordered[0] and s.max == ordered[-1]
     assert math.isclose(s.sum, math.fsum(values), rel_tol=1e-9)
 
 
@@ -67,8 +68,7 @@ def test_roundtrip_is_exact(name):
     back = roundtrip(s)
     for q in QS:
         assert back.get_quantile_value(q) == s.get_quantile_value(q)
-    assert (back.count, back.sum, back._min, back._max, back._zero_count) == (
-        s.count, s.sum, s._min, s._max, s._zero_count)
+    assert (back.count, back.sum, back.min, back.max, back.zero) == (s.count, s.sum, s.min, s.max, s.zero)
     assert to_compact(back) == to_compact(s)
 
 
@@ -85,7 +85,7 @@ def test_empty_sketch_roundtrip():
     assert back.count == 0 and back.get_quantile_value(0.5) is None
     assert from_compact({}).count == 0
     back.add(5.0)
-    assert back.count == 1 and back._min == back._max == 5.0
+    assert back.count == 1 and back.min == back.max == 5.0
 
 
 def test_negative_and_zero_values_roundtrip():
@@ -136,19 +136,19 @@ def test_merged_sketches_equal_a_sketch_of_the_union():
     parts = [values[:1000], values[1000:1001], values[1001:2500], values[2500:]]
     merged = new_sketch()
     for p in parts:
-        assert merge(merged, sketch_of(p)) is merged
+        merged.merge(sketch_of(p))
     assert to_compact(merged) == to_compact(sketch_of(values))
     # through the encoded form, as the sink merges partials
     merged2 = new_sketch()
     for p in reversed(parts):
-        merge(merged2, roundtrip(sketch_of(p)))
+        merged2.merge(roundtrip(sketch_of(p)))
     assert to_compact(merged2) == to_compact(sketch_of(values))
 
 
 def test_merged_float_sketches_have_the_union_bins_and_quantiles():
     values = DISTRIBUTIONS["lognormal"]
     a, b = sketch_of(values[:1234]), sketch_of(values[1234:])
-    merge(a, b)
+    a.merge(b)
     whole = sketch_of(values)
     ca, cw = to_compact(a), to_compact(whole)
     assert math.isclose(ca.pop("s"), cw.pop("s"), rel_tol=1e-12)  # float sums differ only by rounding
@@ -159,14 +159,29 @@ def test_merged_float_sketches_have_the_union_bins_and_quantiles():
 
 def test_merge_into_empty_does_not_alias():
     src = sketch_of([1.0, 2.0, 3.0])
-    dst = merge(new_sketch(), src)
+    dst = new_sketch()
+    dst.merge(src)
     dst.add(1000.0)
     assert src.count == 3 and to_compact(src) == to_compact(sketch_of([1.0, 2.0, 3.0]))
 
 
-def test_other_accuracies_are_refused():
+def test_only_our_sketches_are_encoded():
     with pytest.raises(ValueError):
-        to_compact(DDSketch(0.02))
+        to_compact(DDSketch(0.01))
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+def test_same_bins_and_quantiles_as_a_ddsketch_fed_the_same_values(name):
+    """The adapter's pin: our bins are DDSketch(0.01)'s bins, and the quantiles read through ddsketch's public
+    API from them are the ones a DDSketch fed the same values gives."""
+    values = DISTRIBUTIONS[name] + [-3.5, -1200.0] * (name == "with_zeros")
+    ours, theirs = sketch_of(values), DDSketch(0.01)
+    for v in values:
+        theirs.add(v)
+    for q in QS:
+        assert ours.get_quantile_value(q) == theirs.get_quantile_value(q), (name, q)
+    assert ours.count == theirs.count and ours.sum == theirs.sum
+    assert ours.as_ddsketch().get_quantile_value(0.5) == theirs.get_quantile_value(0.5)
 
 
 @settings(max_examples=60, deadline=None)
@@ -178,5 +193,5 @@ def test_any_split_and_order_of_merges_gives_the_union(values, cuts, rnd):
     rnd.shuffle(parts)
     merged = new_sketch()
     for p in parts:
-        merge(merged, roundtrip(sketch_of(p)))
+        merged.merge(roundtrip(sketch_of(p)))
     assert to_compact(merged) == to_compact(sketch_of(values))

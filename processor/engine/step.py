@@ -1,0 +1,45 @@
+"""One batch of one partition over its open transaction: what the event path and the clock share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from processor.core.bag import Bag
+from processor.engine.outputs import Outputs
+from processor.engine.settings import Settings
+from processor.state.keys import PIPELINE, WindowKey
+from processor.state.transaction import PartitionTransaction
+
+KEY_CACHE_MAX = 100_000
+
+
+class Step:
+    """Settings, transaction and outputs of a batch, and the partition's window keys (built once each)."""
+
+    __slots__ = ("s", "p", "txn", "out", "_keys")
+
+    def __init__(self, s: Settings, txn: PartitionTransaction, out: Outputs, key_cache: dict):
+        self.s = s
+        self.p = txn.partition
+        self.txn = txn
+        self.out = out
+        self._keys = key_cache
+
+    def key(self, group: str, ws: int) -> tuple[str, WindowKey]:
+        k = self._keys.get((group, ws))
+        if k is None:
+            if len(self._keys) >= KEY_CACHE_MAX:
+                self._keys.clear()
+            wk = WindowKey(self.p, group, ws)
+            k = self._keys[(group, ws)] = (str(wk), wk)
+        return k
+
+    def add(self, group: str, ws: int, off: int, fn: Callable[[Bag, object], None], arg) -> bool:
+        """fn(bag, arg) into the group's window at ws, unless it holds `off` already; False if it is closed."""
+        key, wk = self.key(group, ws)
+        return self.txn.add(key, wk, off, fn, arg)
+
+    def count(self, metric: str, ws: int, off: int) -> None:
+        """One more of a pipeline counter, in the pipeline window at ws."""
+        key, wk = self.key(PIPELINE, ws)
+        self.txn.add(key, wk, off, Bag.count, metric)
