@@ -41,7 +41,8 @@ def _close_chains(step: Step, off: int, now: int) -> None:
     idx = txn.index
     for root, (_closed_ms, closed_off) in list(idx.closed_chains.items()):
         if closed_off == off:  # re-processing the record that closed it: its window may lack the chain
-            _emit_chain(step, txn.chain(root), off, now)
+            ch = txn.chain(root)
+            _emit_chain(step, ch, off, ch.closed_ms)
     for root, due in list(idx.open_chains.items()):
         if due > now:
             continue
@@ -50,10 +51,13 @@ def _close_chains(step: Step, off: int, now: int) -> None:
         if status is None:
             idx.chain_changed(ch)  # not due after all (the index was ahead): refresh its time
             continue
-        chains.close(ch, status, now)
+        # closed as of when it became due, not when the clock got there: a replay's clock jumps over quiet
+        # stretches, and the chain belongs in the windows that were open then
+        at = min(now, chains.due_ms(ch, s.quiet_ms, s.timeout_ms))
+        chains.close(ch, status, at)
         ch.closed_off = off
         txn.chain_changed(ch)
-        _emit_chain(step, ch, off, now)
+        _emit_chain(step, ch, off, at)
 
 
 def _expire_chains(step: Step, now: int) -> None:
@@ -65,7 +69,8 @@ def _expire_chains(step: Step, now: int) -> None:
 
 
 def _emit_chain(step: Step, ch: chains.Chain, off: int, now: int) -> None:
-    """A closed chain's summary into its root flow's window of the chain's end and, maybe, a log."""
+    """A closed chain's summary into its root flow's window of the chain's end and, maybe, a log; `now` is
+    when it closed."""
     s = step.s
     summary = ch.closed
     end_ms = summary.get("end_ms") or ch.closed_ms

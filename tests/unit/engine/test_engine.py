@@ -187,6 +187,28 @@ def test_replay_closes_windows_by_event_time():
     assert h.partials[("flow:f1", T0)]["final"]
 
 
+def test_replay_counts_a_chain_whose_quiet_time_the_clock_jumped_over():
+    """In replay the clock is event time: after a quiet hour the next event moves it far past the chain's quiet
+    period and its window's lateness. The chain closes as of when it became due, so it lands in its window."""
+    h = Harness(replay=True, lateness_ms=60_000)
+    h.run([h.rec(ev("FLOW_START", T0 + 1, ex="r")), h.rec(ev("FLOW_COMPLETE", T0 + 2, ex="r", duration=1))])
+    h.run([h.rec(ev("FLOW_START", T0 + 3_600_000, ex="later"))])
+    assert count(h.bag("chain:f1", T0), "chains") == 1
+    assert h.partials[("chain:f1", T0)]["final"]
+
+
+def test_a_chain_timed_out_after_its_window_closed_is_not_counted_there():
+    """Live, a chain that times out long after its last end: its window closed and went (the lateness passed
+    before the chain was due), so it is not put into a new record whose partial would replace the window's."""
+    h = Harness(lateness_ms=60_000, timeout_ms=600_000)
+    h.run([h.rec(ev("FLOW_START", T0 + 1, ex="r")), h.rec(ev("FLOW_START", T0 + 2, ex="h", root="r", flow="h")),
+           h.rec(ev("FLOW_COMPLETE", T0 + 3, ex="r"))])  # the helper never ends: the chain times out
+    for minute in range(1, 11):  # due at T0 + 10 min (its marker goes a lateness later)
+        h.run([h.tick(T0 + minute * W)])
+    assert decode_chain("r", h.chains["r"]).closed["status"] == "timed_out"
+    assert ("chain:f1", T0) not in h.partials
+
+
 def test_state_stays_bounded():
     """After windows and chains closed and their retention passed, only the clock remains."""
     h = Harness(lateness_ms=10_000)
