@@ -38,6 +38,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ELS_DEADLETTER_TOPIC", "els-deadletter", "Topic for whatever could not be used, with the reason."),
     Setting("ELS_OUT_TOPIC", "els-out", "The processor's outbox to the Datadog sink."),
     Setting("ELS_PARTITIONS", "8", "Partitions of the topics the pipeline creates.", int),
+    Setting("ELS_REPLICATION_FACTOR", "1", "Replicas of every topic the pipeline creates (its own and Faust's "
+            "changelogs): 3 on a production cluster (most managed Kafka services require it); 1 for a single "
+            "broker.", int),
     Setting("ELS_INGEST_HOST", "0.0.0.0", "Ingest listen address."),
     Setting("ELS_INGEST_PORT", "8080", "Ingest listen port.", int),
     Setting("ELS_AUTH_TOKENS", None, "Comma-separated accepted secrets (several, for rotation).", secret=True),
@@ -114,6 +117,7 @@ class Config:
     els_deadletter_topic: str
     els_out_topic: str
     els_partitions: int
+    els_replication_factor: int
     els_ingest_host: str
     els_ingest_port: int
     els_auth_tokens: str | None
@@ -159,6 +163,8 @@ class Config:
     def validate(self) -> None:
         if self.els_partitions < 1:
             raise ConfigError("ELS_PARTITIONS must be at least 1")
+        if self.els_replication_factor < 1:
+            raise ConfigError("ELS_REPLICATION_FACTOR must be at least 1")
         if self.els_window_seconds < 1:
             raise ConfigError("ELS_WINDOW_SECONDS must be at least 1")
         if self.els_flush_seconds <= 0:

@@ -15,7 +15,7 @@ from common import logs
 from common.config import BY_ENV, Config, ConfigError
 from common.kafka import SECURITY_SETTINGS
 
-KAFKA = ["KAFKA_BOOTSTRAP_SERVERS", "ELS_PARTITIONS", *SECURITY_SETTINGS]
+KAFKA = ["KAFKA_BOOTSTRAP_SERVERS", "ELS_PARTITIONS", "ELS_REPLICATION_FACTOR", *SECURITY_SETTINGS]
 TOPICS = ["ELS_RAW_TOPIC", "ELS_DEADLETTER_TOPIC", "ELS_OUT_TOPIC"]
 INGEST = ["ELS_INGEST_HOST", "ELS_INGEST_PORT", "ELS_AUTH_TOKENS", "ELS_AUTH_DISABLED", "ELS_AUTH_HEADER",
           "ELS_MAX_BODY_BYTES", "ELS_ACK_TIMEOUT_SECONDS", "ELS_TLS_CERT_FILE", "ELS_TLS_KEY_FILE",
@@ -97,7 +97,7 @@ def cmd_process(args, names) -> int:
     cfg = _apply(args, names)
     asyncio.run(ensure_topics(cfg.kafka_bootstrap_servers,
                               [cfg.els_raw_topic, cfg.els_deadletter_topic, cfg.els_out_topic], cfg.els_partitions,
-                              security=cfg.kafka_security))
+                              replication=cfg.els_replication_factor, security=cfg.kafka_security))
     from faust.cli.faust import cli
 
     level = {"warning": "warn", "critical": "crit"}.get(cfg.els_log_level.lower(), cfg.els_log_level.lower())

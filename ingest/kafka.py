@@ -104,7 +104,7 @@ class KafkaWriter:
     async def _ensure_topics(self) -> None:
         await ensure_topics(self.cfg.kafka_bootstrap_servers,
                             [self.cfg.els_raw_topic, self.cfg.els_deadletter_topic], self.cfg.els_partitions,
-                            security=self.security)
+                            replication=self.cfg.els_replication_factor, security=self.security)
 
     async def _connect_forever(self) -> None:
         delay = 0.2

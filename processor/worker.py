@@ -40,7 +40,7 @@ def create_app(cfg: Config) -> faust.App:
         broker=[f"kafka://{h}" for h in cfg.bootstrap_list],
         broker_credentials=cfg.kafka_security.faust_credentials(),
         topic_partitions=cfg.els_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=cfg.els_replication_factor,
         broker_rebalance_timeout=cfg.els_rebalance_timeout_seconds,
         broker_session_timeout=cfg.els_session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, cfg.els_session_timeout_seconds / 3),

@@ -150,6 +150,10 @@ def check_secrets(objs: Objects) -> None:
     assert not set(config(objs)) & (FROM_SECRET | ONE_OFF), "a secret in the ConfigMap"
 
 
+# settings whose default suits one development broker, set for a production cluster in the ConfigMap
+PRODUCTION_VALUES = {"ELS_REPLICATION_FACTOR": "3"}
+
+
 def check_configmap(objs: Objects) -> None:
     data = config(objs)
     missing = {s.env for s in SETTINGS} - FROM_SECRET - ONE_OFF - set(data)
@@ -158,7 +162,9 @@ def check_configmap(objs: Objects) -> None:
     assert not unknown, f"configmap.yaml has keys that are no setting: {sorted(unknown)}"
     for key, value in data.items():
         assert isinstance(value, str), key
-        if key in BY_ENV and key != "KAFKA_BOOTSTRAP_SERVERS":
+        if key in PRODUCTION_VALUES:
+            assert value == PRODUCTION_VALUES[key], key
+        elif key in BY_ENV and key != "KAFKA_BOOTSTRAP_SERVERS":
             assert value in ("", BY_ENV[key].default or ""), f"{key}={value!r}: not the default (README)"
     assert not re.search(r"127\.0\.0\.1|localhost", data["KAFKA_BOOTSTRAP_SERVERS"]), "a pod's loopback has no Kafka"
 
