@@ -1,7 +1,7 @@
 """`els replay`: re-process a time range of the raw topic and send its windows to Datadog with their own times.
 
 The live pipeline is untouched: the replay reads with its own consumer (group `<ELS_APP_ID>-replay-<since>`),
-keeps its state in plain dicts, and runs the very engine the worker runs (processor/engine.py) in replay mode,
+keeps its state in plain dicts, and runs the very engine the worker runs (processor/engine/) in replay mode,
 where the clock is event time, so windows close as the replay goes and memory stays flat. The partials of all
 partitions are merged and delivered through the sink's public API (processor/sink/sink.py, via emit.py); a window
 is sent once, when every partition has closed it (or at the end). Partitions running ahead in event time are
