@@ -25,8 +25,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.ingest import PARTITIONS, SECRET, _raw_records, _template, _wait_ready, _wrk
-from bench.procs import spawn, stop
+from bench.ingest import PARTITIONS, SECRET, _raw_records, _template, _wrk
+from bench.procs import spawn, stop, wait_ready
 from common.topics import ensure_topics
 from els.broker import EmbeddedBroker, free_port
 
@@ -111,7 +111,7 @@ class Servers:
                 if v.kind == "aiokafka":
                     await ensure_topics(self.bootstrap, [v.topic], PARTITIONS)
             for v in self.variants:
-                await _wait_ready(f"http://127.0.0.1:{v.port}", self.procs[v.label][0], f"ab-{v.label}")
+                await wait_ready(f"http://127.0.0.1:{v.port}", self.procs[v.label][0], f"ab-{v.label}")
         except BaseException:
             await self.__aexit__()
             raise

@@ -32,7 +32,6 @@ import uuid
 from collections import Counter, deque
 from pathlib import Path
 
-import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common.kafka import client_kwargs
@@ -65,22 +64,6 @@ def _cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _wait_ready(url: str, proc: subprocess.Popen, label: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{label} exited; see var/bench-{label}.log")
-            try:
-                async with s.get(url + "/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"{label} never became ready")
 
 
 def _wrk(url: str, template: Path, seconds: int, connections: int, pids: dict[str, int]) -> dict:

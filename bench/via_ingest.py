@@ -19,33 +19,15 @@ import time
 import uuid
 from pathlib import Path
 
-import aiohttp
 import orjson
 
-from bench.procs import spawn, stop
+from bench.procs import spawn, stop, wait_ready
 from common.topics import ensure_topics
 from els.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK = "/usr/bin/wrk"
 CONNECTIONS = 32
-
-
-async def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    """Until ingest answers /readyz 200 (it reaches Kafka)."""
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError("els ingest exited; see var/bench-ingest-writer.log")
-            try:
-                async with s.get(url + "/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError("els ingest never became ready")
 
 
 def _post_all(url: str, events_file: Path, secret: str, cap_s: int) -> dict:
@@ -88,7 +70,7 @@ async def write_through_ingest(bootstrap: str, topic: str, events: list[dict], p
         "ELS_DEADLETTER_TOPIC": topic + "-dl", "ELS_LOG_LEVEL": "WARNING"}, "ingest-writer")
     try:
         url = f"http://127.0.0.1:{port}"
-        await _wait_ready(url, ingest)
+        await wait_ready(url, ingest, "ingest-writer")
         t = time.monotonic()
         # a cap for when answers go missing (wrk timeouts): far above the slowest rate seen (~1,000/s)
         wrk = await asyncio.to_thread(_post_all, url, events_file, secret, 60 + len(events) // 200)
