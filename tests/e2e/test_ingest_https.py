@@ -13,7 +13,6 @@ import ssl
 import subprocess
 import sys
 import time
-import uuid
 import warnings
 from pathlib import Path
 
@@ -22,10 +21,12 @@ import trustme
 
 from els.broker import free_port
 from ingest.tls import ReloadableTls, TlsError, build_context
+from tests.helpers.ingest_process import IngestProcess
 from tests.helpers.kafka import read_topic
-from tests.helpers.paths import ARTIFACTS, ROOT, SAMPLES
+from tests.helpers.paths import ROOT, SAMPLES
 
 TOKEN = "tls-" + "y" * 24
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
 def _write_chain(ca: trustme.CA, directory: Path, name: str = "ingest") -> tuple[Path, Path, int]:
@@ -143,55 +144,9 @@ def test_cli_exits_2_with_a_message_naming_the_setting_and_no_traceback(ca, chai
 
 
 # -- a real `els ingest` over HTTPS ------------------------------------------------------------------------------
-class HttpsIngest:
+def HttpsIngest(env: dict[str, str], client: ssl.SSLContext) -> IngestProcess:
     """`els ingest` with ELS_TLS_CERT_FILE / ELS_TLS_KEY_FILE, its output in a file."""
-
-    def __init__(self, env: dict[str, str], client: ssl.SSLContext):
-        self.port = free_port()
-        self.client = client
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.log_path = ARTIFACTS / f"ingest-tls-{uuid.uuid4().hex[:8]}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "els.cli", "ingest"], cwd=ROOT, env={
-            **os.environ, "ELS_INGEST_HOST": "127.0.0.1", "ELS_INGEST_PORT": str(self.port),
-            "ELS_AUTH_TOKENS": TOKEN, **env}, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if self.request("GET", "/readyz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"ingest never became ready:\n{self.output()}")
-
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=self.client)
-        try:
-            headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"} if body else {}
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-    def output(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+    return IngestProcess({"ELS_AUTH_TOKENS": TOKEN, **env}, client, name="ingest-tls")
 
 
 def _serves(port: int, ctx: ssl.SSLContext, serial: int, timeout: float = 10) -> bool:
@@ -216,7 +171,7 @@ async def test_https_post_of_a_sample_is_202_and_in_kafka_and_sighup_rotates_the
         served, version = _peer(ing.port, client)
         assert served == serial and version in ("TLSv1.2", "TLSv1.3")
         sample = SAMPLES / "doc-parent-flow-start.json"
-        status, body = ing.request("POST", "/v1/events", sample.read_bytes())
+        status, body = ing.request("POST", "/v1/events", sample.read_bytes(), AUTH)
         assert (status, json.loads(body)) == (202, {"accepted": 1, "rejected": 0})
         records = await read_topic(kafka_bootstrap, topic_names["ELS_RAW_TOPIC"], expect=1)
         assert [json.loads(r.value) for r in records] == [json.loads(sample.read_text())]
@@ -242,7 +197,7 @@ async def test_https_post_of_a_sample_is_202_and_in_kafka_and_sighup_rotates_the
         assert renewed != serial
         ing.proc.send_signal(signal.SIGHUP)
         assert _serves(ing.port, client, renewed), ing.output()
-        assert ing.request("POST", "/v1/events", sample.read_bytes())[0] == 202
+        assert ing.request("POST", "/v1/events", sample.read_bytes(), AUTH)[0] == 202
 
         # a broken renewal (key of another certificate): logged, and the last good certificate keeps serving
         _, other_key, _ = _write_chain(ca, tmp_path, "other")

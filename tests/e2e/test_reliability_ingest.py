@@ -11,10 +11,6 @@ import gzip
 import http.client
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 import zlib
@@ -31,8 +27,9 @@ from hypothesis import strategies as st
 from els.broker import EmbeddedBroker, free_port
 from processor.core.model import InvalidEvent, parse_event
 from tests.e2e.test_ingest import SAMPLE_EVENTS, Ingest, make_config
+from tests.helpers.ingest_process import IngestProcess
 from tests.helpers.kafka import read_topic
-from tests.helpers.paths import ARTIFACTS, ROOT
+from tests.helpers.paths import ARTIFACTS
 from tests.unit.core.test_model import FIELDS, check_invariants
 from tests.unit.ingest.test_envelope import json_values
 
@@ -48,61 +45,6 @@ def _get(port: int, path: str, timeout: float = 10) -> int:
         return conn.getresponse().status
     finally:
         conn.close()
-
-
-class IngestProcess:
-    """`els ingest` as operators run it, its output in a file so a full pipe can never stall it."""
-
-    def __init__(self, env: dict[str, str]):
-        self.port = free_port()
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.log_path = ARTIFACTS / f"ingest-{uuid.uuid4().hex[:8]}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "els.cli", "ingest"], cwd=ROOT,
-                                     env={**os.environ, "ELS_INGEST_HOST": "127.0.0.1",
-                                          "ELS_INGEST_PORT": str(self.port), **env},
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if _get(self.port, "/readyz", timeout=2) == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"ingest never became ready:\n{self.output()}")
-
-    def post(self, body: bytes, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
-        """One request on its own connection (a refused request may close it); headers may repeat."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-        try:
-            conn.putrequest("POST", "/v1/events", skip_accept_encoding=True)
-            for k, v in headers:
-                conn.putheader(k, v)
-            conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-    def output(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
 
 
 def _topics() -> dict[str, str]:
