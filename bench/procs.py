@@ -10,6 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
+from els.broker import terminate
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,12 +24,7 @@ def spawn(cmd: list[str], env: dict, label: str) -> tuple[subprocess.Popen, obje
 
 def stop(proc: subprocess.Popen, log=None, timeout: float = 20) -> None:
     """SIGTERM, then SIGKILL if it does not exit in time; closes its log."""
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    terminate(proc, timeout)
     if log is not None:
         log.close()
 
