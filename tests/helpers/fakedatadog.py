@@ -1044,24 +1044,23 @@ class FakeDatadog:
         """Poll ``predicate(dd)`` until truthy (returns it) or raise TimeoutError. For thread mode; in an
         asyncio test with the fake on the same loop use ``await dd.await_for(...)``."""
         deadline = time.monotonic() + timeout
-        while True:
-            result = predicate(self)
-            if result:
-                return result
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"condition not met in {timeout}s; fake Datadog saw {self.stats()}")
+        while not (result := self._met(predicate, deadline, timeout)):
             time.sleep(interval)
+        return result
 
     async def await_for(self, predicate: Callable[[FakeDatadog], Any], timeout: float = 10.0,
                         interval: float = 0.02) -> Any:
         deadline = time.monotonic() + timeout
-        while True:
-            result = predicate(self)
-            if result:
-                return result
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"condition not met in {timeout}s; fake Datadog saw {self.stats()}")
+        while not (result := self._met(predicate, deadline, timeout)):
             await asyncio.sleep(interval)
+        return result
+
+    def _met(self, predicate: Callable[[FakeDatadog], Any], deadline: float, timeout: float) -> Any:
+        """predicate(dd), or TimeoutError once the deadline passed without it."""
+        result = predicate(self)
+        if not result and time.monotonic() >= deadline:
+            raise TimeoutError(f"condition not met in {timeout}s; fake Datadog saw {self.stats()}")
+        return result
 
 
 # ---------------------------------------------------------------------- management API
