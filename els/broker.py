@@ -45,6 +45,17 @@ def terminate(proc: subprocess.Popen | None, grace_s: float = 5.0) -> None:
             proc.wait()
 
 
+def start_listening(cmd: list[str], host: str, port: int, timeout: float, what: str,
+                    stdout=subprocess.DEVNULL) -> subprocess.Popen:
+    """Start a server in its own session and wait until it listens on host:port; BrokerError if it does not."""
+    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    if not wait_for_port(host, port, timeout):
+        terminate(proc)
+        raise BrokerError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s")
+    return proc
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
         # Like the broker itself, ignore TIME_WAIT leftovers: only a live listener makes the port taken.
@@ -112,11 +123,8 @@ class EmbeddedBroker:
                 "Stop it, or point KAFKA_BOOTSTRAP_SERVERS at a free port."
             )
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(broker_command(self.host, self.port, self.advertised), stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        if not wait_for_port(self.host, self.port, timeout):
-            self.stop()
-            raise BrokerError(f"the embedded broker did not listen on {self.bootstrap} within {timeout:.0f}s")
+        self.proc = start_listening(broker_command(self.host, self.port, self.advertised), self.host, self.port,
+                                    timeout, "the embedded broker", out)
         return self
 
     def stop(self) -> None:

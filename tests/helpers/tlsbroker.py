@@ -16,7 +16,7 @@ import pytest
 import trustme
 
 from common.kafka import KafkaSecurity
-from els.broker import EmbeddedBroker, free_port, terminate, wait_for_port
+from els.broker import BrokerError, EmbeddedBroker, free_port, start_listening, terminate
 
 
 def stunnel_binary() -> str:
@@ -82,12 +82,11 @@ class TlsBroker:
     def start(self) -> TlsBroker:
         conf = self._config()
         self.broker.start()
-        self.stunnel = subprocess.Popen([stunnel_binary(), str(conf)], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        if not wait_for_port(self.host, self.tls_port, 15):
+        try:
+            self.stunnel = start_listening([stunnel_binary(), str(conf)], self.host, self.tls_port, 15, "stunnel")
+        except BrokerError as exc:
             self.stop()
-            raise RuntimeError(f"stunnel did not listen on {self.bootstrap}; see {self.dir / 'stunnel.log'}")
+            raise RuntimeError(f"{exc}; see {self.dir / 'stunnel.log'}") from None
         return self
 
     def stop(self) -> None:
