@@ -104,7 +104,7 @@ def emitted_series() -> dict[str, set[str]]:
     add_chain(chain, {"root_flow_id": "f1", "root_flow_name": "Flow One", "status": "failed",
                       "had_failures": True, "duration_ms": 300, "end_ms": 1})
     # the processor's own counters: every literal the engine counts into the pipeline group
-    source = "\n".join(p.read_text() for p in (ROOT / "processor").glob("*.py"))
+    source = "\n".join(p.read_text() for p in (ROOT / "processor").rglob("*.py"))
     names = set(re.findall(r"(?:pipeline_count|\.count)\(\s*[\"'](pipeline\.[a-z_]+)[\"']", source))
     assert names, "found no pipeline_count(\"pipeline.x\", ...) in processor/: update this test's scan"
     for n in names:
