@@ -81,6 +81,10 @@ class PartitionTransaction:
         ch = self._chains[root] = Chain(root, self.partition)
         return ch
 
+    def held_chain(self, root: str) -> tuple[bool, Chain | None]:
+        """(True, the chain, or None when deleted) if this transaction holds it; (False, None) otherwise."""
+        return (True, self._chains[root]) if root in self._chains else (False, None)
+
     def chain_changed(self, ch: Chain) -> None:
         self._changed_chains.add(ch.root)
         self.index.chain_changed(ch)

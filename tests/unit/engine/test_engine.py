@@ -230,3 +230,13 @@ def test_out_of_order_redelivery_after_a_seek_counts_everything_once():
     h.run([h.tick(T0 + 1000)])
     assert count(h.bag("flow:f1", T0), "events") == 10
     assert count(h.bag("pipeline", T0), "pipeline.duplicates") == 0
+
+
+def test_a_chain_is_visible_as_processed_before_its_transaction_is_flushed():
+    """The chain view reads through the open transaction: a chain seen a moment ago is there before the next
+    flush writes it to the table."""
+    h = Harness()
+    h.engine.process(0, [h.rec(ev("FLOW_START", T0 + 1, ex="r"))])
+    assert "r" not in h.chains
+    assert h.engine.chain_as_processed("r").root == "r"
+    assert h.engine.chain_as_processed("nobody") is None
