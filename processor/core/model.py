@@ -191,28 +191,38 @@ def parse_event(value: bytes | str | dict, received_ms: int | None = None) -> Fl
 
 
 def _parse(value, received_ms: int | None) -> FlowEvent:
-    if isinstance(value, dict):
-        raw = value
-    else:
-        if not isinstance(value, bytes | bytearray | memoryview | str):
-            raise InvalidEvent(f"an event must be JSON bytes, text or a dict, not {type(value).__name__}")
-        try:
-            raw = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidEvent(f"not valid JSON: {exc}") from None
-        if not isinstance(raw, dict):
-            raise InvalidEvent(f"a JSON {_json_kind(raw)} is not an event object")
+    raw = value if isinstance(value, dict) else _loads(value)
+    e = FlowEvent()
+    e.raw = raw
+    _identity(e, raw, value, received_ms)
+    _optional_fields(e, raw.get)
+    e.outcome = OUTCOMES.get(e.event_type)
+    return e
+
+
+def _loads(value) -> dict:
+    if not isinstance(value, bytes | bytearray | memoryview | str):
+        raise InvalidEvent(f"an event must be JSON bytes, text or a dict, not {type(value).__name__}")
+    try:
+        raw = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidEvent(f"a JSON {_json_kind(raw)} is not an event object")
+    return raw
+
+
+def _identity(e: FlowEvent, raw: dict, value, received_ms: int | None) -> None:
+    """What every event must say, or what stands in for it: type, ids, time, idempotency key."""
     g = raw.get
     et = g("event_type")
     if not isinstance(et, str) or not et.strip():
         raise InvalidEvent("event_type must be a non-empty string")
     ex = _id(raw, "execution_id", True)
     root = _id(raw, "root_execution_id", False)
-    e = FlowEvent()
-    e.raw = raw
     e.event_type = canonical_event_type(et)[:MAX_FIELD_CHARS]
     e.execution_id = ex
-    e.is_root = is_root = root is None or root == ex
+    e.is_root = root is None or root == ex
     e.root_execution_id = ex if root is None else root
     e.parent_execution_id = _id(raw, "parent_execution_id", False)
     ts = parse_timestamp(g("timestamp"))
@@ -229,12 +239,15 @@ def _parse(value, received_ms: int | None) -> FlowEvent:
     elif len(ik) > MAX_FIELD_CHARS:  # a cut key could merge distinct events; a digest cannot
         ik = hashlib.blake2b(ik.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
     e.idempotency_key = ik
+
+
+def _optional_fields(e: FlowEvent, g) -> None:
     # most optional fields are absent from most events: skipping the helper call for None saves ~10%
     e.flow_id = flow_id = None if (v := g("flow_id")) is None else _str(v)
     e.flow_name = flow_name = None if (v := g("flow_name")) is None else _str(v)
     e.parent_flow_id = None if (v := g("parent_flow_id")) is None else _str(v)
     e.parent_flow_name = None if (v := g("parent_flow_name")) is None else _str(v)
-    if is_root:
+    if e.is_root:
         e.root_flow_id = flow_id
         e.root_flow_name = flow_name
     else:
@@ -255,8 +268,6 @@ def _parse(value, received_ms: int | None) -> FlowEvent:
     e.throttling_level = None if (v := g("throttling_level")) is None else _str(v)
     e.hostname = None if (v := g("hostname")) is None else _str(v)
     e.status_code = None if (v := g("status_code")) is None else _str(v)
-    e.outcome = OUTCOMES.get(e.event_type)
-    return e
 
 
 def _digest(value, raw: dict) -> str:
