@@ -22,10 +22,10 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from bench.procs import spawn, status_kb, stop
+from bench.procs import bench_broker, spawn, status_kb, stop
 from common.kafka import client_kwargs
 from common.topics import ensure_topics
-from els.broker import EmbeddedBroker, free_port
+from els.broker import free_port
 from els.traffic import Simulator, produce_events
 
 PARTITIONS = 8
@@ -239,15 +239,8 @@ def main() -> int:
                     help="events POSTed through els ingest for processor_ingest (a 40-minute backlog)")
     ap.add_argument("--only", choices=["processor", "processor_ingest", "delivery", "ingest", "memory"])
     args = ap.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    broker = None
-    (ROOT / "var").mkdir(exist_ok=True)
-    if not bootstrap:
-        broker = EmbeddedBroker(log_path=str(ROOT / "var" / "bench-broker.log")).start()
-        bootstrap = broker.bootstrap
-    (ROOT / "var").mkdir(exist_ok=True)
     results = {}
-    try:
+    with bench_broker("bench-broker") as (bootstrap, broker_pid):
         if args.only in (None, "processor"):
             results["processor"] = asyncio.run(processor_bench(bootstrap, args.events))
         if args.only in (None, "processor_ingest"):
@@ -261,10 +254,7 @@ def main() -> int:
         if args.only in (None, "ingest"):
             from bench.ingest import ingest_bench
 
-            results["ingest"] = asyncio.run(ingest_bench(bootstrap, broker.proc.pid if broker else None))
-    finally:
-        if broker:
-            broker.stop()
+            results["ingest"] = asyncio.run(ingest_bench(bootstrap, broker_pid))
     for name, result in results.items():
         print(f"== {name}")
         width = max(len(k) for k in result)

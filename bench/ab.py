@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.ingest import PARTITIONS, SECRET, _raw_records, _template, _wrk
-from bench.procs import spawn, stop, wait_ready
+from bench.procs import bench_broker, spawn, stop, wait_ready
 from common.topics import ensure_topics
-from els.broker import EmbeddedBroker, free_port
+from els.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -185,18 +185,8 @@ def main() -> int:
     ap.add_argument("variants", nargs="+")
     args = ap.parse_args()
     variants = [parse(a) for a in args.variants]
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    broker = None
-    (ROOT / "var").mkdir(exist_ok=True)
-    if not bootstrap:
-        broker = EmbeddedBroker(log_path=str(ROOT / "var" / "bench-ab-broker.log")).start()
-        bootstrap = broker.bootstrap
-    try:
-        result = asyncio.run(run(variants, bootstrap, broker.proc.pid if broker else None, args.rounds,
-                                 args.seconds, args.connections))
-    finally:
-        if broker:
-            broker.stop()
+    with bench_broker("bench-ab-broker") as (bootstrap, broker_pid):
+        result = asyncio.run(run(variants, bootstrap, broker_pid, args.rounds, args.seconds, args.connections))
     print(json.dumps(result, indent=1))
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from els.broker import terminate
+from els.broker import EmbeddedBroker, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,3 +56,18 @@ async def wait_ready(url: str, proc: subprocess.Popen, label: str, timeout: floa
                 pass
             await asyncio.sleep(0.2)
     raise TimeoutError(f"{label} never became ready")
+
+
+@contextlib.contextmanager
+def bench_broker(label: str):
+    """(bootstrap, broker pid or None): KAFKA_BOOTSTRAP_SERVERS if set, else an embedded broker for the run."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    (ROOT / "var").mkdir(exist_ok=True)
+    if bootstrap:
+        yield bootstrap, None
+        return
+    broker = EmbeddedBroker(log_path=str(ROOT / "var" / f"{label}.log")).start()
+    try:
+        yield broker.bootstrap, broker.proc.pid
+    finally:
+        broker.stop()
