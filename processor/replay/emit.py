@@ -30,6 +30,9 @@ def chains_in(series: list[dict], prefix: str) -> int:
 
 
 class Emitter:
+    """Replay's way out: partials merged and sent through the sink's public API once every partition passed their
+    window, points over an hour old held in a file unless --historical, and the counts the summary reports."""
+
     def __init__(self, sink: Sink, stats: ReplayStats, held_file: str, historical: bool):
         self.sink = sink
         self.stats = stats
