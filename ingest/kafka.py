@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from common.config import Config
+from common.deadletter import DeadLetterWriter, Stage
 from common.topics import ensure_topics
 
 log = logging.getLogger("els.ingest.kafka")
@@ -45,12 +46,10 @@ class NotAcknowledged(Exception):
     """Kafka did not acknowledge in time (or refused): the client must retry, nothing may be answered 2xx."""
 
 
-def _headers(ik: str | None, received_ms: int, extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
+def _headers(ik: str | None, received_ms: int) -> list[tuple[str, bytes]]:
     headers = [("received_at", str(received_ms).encode())]
     if ik is not None:
         headers.append(("idempotency_key", ik.encode()))
-    for k, v in (extra or {}).items():
-        headers.append((k, v.encode("utf-8", "replace")))
     return headers
 
 
@@ -72,6 +71,7 @@ class KafkaWriter:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.security = cfg.kafka_security
+        self.deadletters = DeadLetterWriter(cfg.els_deadletter_topic, Stage.INGEST, self._send_deadletter)
         self.producer: AIOKafkaProducer | None = None
         self.idempotent = False
         self._connect_task: asyncio.Task | None = None
@@ -167,9 +167,13 @@ class KafkaWriter:
             await self.producer.stop()
             self.producer = None
 
+    async def _send_deadletter(self, topic: str, value: bytes, headers: list[tuple[str, bytes]]) -> asyncio.Future:
+        if self.producer is None:
+            raise NotAcknowledged("not connected to Kafka yet")
+        return await self.producer.send(topic, value=value, headers=headers)
+
     # -- writing -----------------------------------------------------------------------------------------
-    async def write(self, events, rejects, received_ms: int, stage: str = "ingest",
-                    extra_headers: dict[str, str] | None = None) -> None:
+    async def write(self, events, rejects, received_ms: int, extra_headers: dict[str, str] | None = None) -> None:
         """Produce events to the raw topic and rejects to the dead-letter topic; return once all are acked."""
         producer = self.producer
         if producer is None:
@@ -189,7 +193,7 @@ class KafkaWriter:
                 await (await producer.send(self.cfg.els_raw_topic, ev.value, ev.key,
                                            headers=_headers(ev.idempotency_key, received_ms)))
             else:
-                await self._send_all(producer, events, rejects, received_ms, stage, extra_headers)
+                await self._send_all(producer, events, rejects, received_ms, extra_headers)
         except asyncio.CancelledError:
             if deadline.expired and task.uncancel() == 0:
                 self._recheck_topics = True
@@ -201,16 +205,14 @@ class KafkaWriter:
         finally:
             deadline.task = None
 
-    async def _send_all(self, producer: AIOKafkaProducer, events, rejects, received_ms: int, stage: str,
+    async def _send_all(self, producer: AIOKafkaProducer, events, rejects, received_ms: int,
                         extra_headers: dict[str, str] | None) -> None:
         futures = []
         for ev in events:
             futures.append(await producer.send(self.cfg.els_raw_topic, ev.value, ev.key,
                                                headers=_headers(ev.idempotency_key, received_ms)))
         for rej in rejects:
-            futures.append(await producer.send(
-                self.cfg.els_deadletter_topic, value=rej.raw,
-                headers=_headers(None, received_ms, {"reason": rej.reason, "stage": stage, **(extra_headers or {})})))
+            futures.append(await self.deadletters.write(rej.raw, rej.reason, received_ms, extra_headers))
         await asyncio.gather(*futures)
 
     async def ready(self) -> bool:
