@@ -46,12 +46,13 @@ async def preload(bootstrap: str, topic: str, events: list[dict]) -> None:
     await produce_events(bootstrap, topic, events, linger_ms=20, max_batch_size=1 << 20)
 
 
-async def run_worker(cmd: list[str], env: dict, n: int, label: str) -> dict:
+async def run_worker(cmd: list[str], env: dict, n: int, label: str, port: int | None = None,
+                     cwd: str | Path = ROOT) -> dict:
     """Start a worker, wait until its /els/stats/ says it processed n records; rate from the first record."""
-    port = free_port()
+    port = port or free_port()
     env = {**os.environ, **env, "ELS_WEB_PORT": str(port)}
     log = open(ROOT / "var" / f"bench-{label}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     first = None
     try:
         async with aiohttp.ClientSession() as s:
@@ -69,11 +70,12 @@ async def run_worker(cmd: list[str], env: dict, n: int, label: str) -> dict:
                     first = (time.monotonic(), done)
                 if done >= n:
                     async with s.get(f"http://127.0.0.1:{port}/els/stats/") as r2:
-                        print(label, "stats:", await r2.json(), file=sys.stderr)
+                        stats = await r2.json()
+                        print(label, "stats:", stats, file=sys.stderr)
                     elapsed = time.monotonic() - first[0]
                     rss = status_kb(proc.pid, "VmHWM")
                     return {"events_per_s": (done - first[1]) / elapsed if elapsed > 0 else float("inf"),
-                            "seconds": elapsed, "rss_mb": rss / 1024}
+                            "seconds": elapsed, "rss_mb": rss / 1024, "stats": stats}
         raise TimeoutError(label)
     finally:
         stop(proc, log)
@@ -112,10 +114,41 @@ async def processor_bench(bootstrap: str, n: int) -> dict:
                 "ELS_LATENESS_SECONDS": "3600",
                 "ELS_DRY_RUN_FILE": f"var/bench-dry-run-{topic}.ndjson", "DD_API_KEY": ""}
     plain = await plain_consumer(bootstrap, topic, n)
-    faust_min = await run_worker([sys.executable, "-m", "faust", "-A", "bench.baseline_faust", "worker", "-l",
-                                  "warn"], {**base_env, "BENCH_APP_ID": f"bench-min-{topic}"}, n, "faust-min")
-    proc = await run_worker([sys.executable, "-m", "els.cli", "process"],
-                            {**base_env, "ELS_APP_ID": f"bench-proc-{topic}"}, n, "processor")
+    from bench.variants import repeats, variants
+
+    mins, runs = [], {v.name: [] for v in variants()}
+    for i in range(repeats()):  # interleaved, so drift on a shared machine hits every variant alike
+        mins.append(await run_worker([sys.executable, "-m", "faust", "-A", "bench.baseline_faust", "worker", "-l",
+                                      "warn"], {**base_env, "BENCH_APP_ID": f"bench-min-{topic}-{i}"}, n,
+                                     "faust-min"))
+        for v in variants():
+            port = free_port()
+            run = f"{v.name}-{i}"  # its own outbox: a sink must not deliver an earlier run's items too
+            await ensure_topics(bootstrap, [f"{topic}-out-{run}", f"{topic}-dl-{run}"], PARTITIONS)
+            env = {**base_env, **v.environ(), "ELS_APP_ID": f"bench-{run}-{topic}",
+                   "ELS_OUT_TOPIC": f"{topic}-out-{run}", "ELS_DEADLETTER_TOPIC": f"{topic}-dl-{run}"}
+            runs[v.name].append(await run_worker(v.command(port), env, n, v.name, port, v.cwd or ROOT))
+    faust_min = _median(mins, "events_per_s")
+    proc = _median(next(iter(runs.values())), "events_per_s")
+    figures = _processor_figures(n, proc, faust_min, plain)
+    extra = {}
+    if len(runs) > 1 or repeats() > 1:
+        for name, rs in runs.items():
+            ratios = [round(r["events_per_s"] / fm["events_per_s"], 3) for r, fm in zip(rs, mins, strict=True)]
+            extra[f"{name}_events_per_s"] = round(_median(rs, "events_per_s")["events_per_s"])
+            extra[f"{name}_ratio_vs_faust_min"] = sorted(ratios)[len(ratios) // 2]  # median of the rounds
+            extra[f"{name}_ratios_per_round"] = ratios
+            extra[f"{name}_peak_rss_mb"] = round(_median(rs, "rss_mb")["rss_mb"], 1)
+            extra[f"{name}_engine_us_per_event"] = _median(rs, "events_per_s")["stats"].get("engine_us_per_event")
+        figures["ratio_vs_faust_min"] = extra[f"{next(iter(runs))}_ratio_vs_faust_min"]
+    return {**figures, **extra}
+
+
+def _median(runs: list[dict], key: str) -> dict:
+    return sorted(runs, key=lambda r: r[key])[len(runs) // 2]
+
+
+def _processor_figures(n: int, proc: dict, faust_min: dict, plain: dict) -> dict:
     return {"events": n, "processor_events_per_s": round(proc["events_per_s"]),
             "faust_min_events_per_s": round(faust_min["events_per_s"]),
             "plain_consumer_events_per_s": round(plain["events_per_s"]),
