@@ -9,7 +9,7 @@ from typing import Any
 from common.config import Config
 from processor.engine import Engine
 from processor.state import keys
-from processor.state.records import Clock, decode_chain, window_view
+from processor.state.records import Clock, window_view
 
 
 @dataclass
@@ -60,5 +60,6 @@ class Pipeline:
         return out
 
     def chain_view(self, root: str) -> dict | None:
-        data = self.chains.data.get(root)
-        return None if data is None else decode_chain(root, data).to_dict()
+        """One chain as processed so far (also what an open transaction holds, not yet flushed)."""
+        ch = self.engine.chain(root)
+        return None if ch is None else ch.to_dict()

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
-import os
 import time
 
 import faust
@@ -29,35 +27,13 @@ from processor.pipeline import Pipeline
 from processor.state.changelog import KafkaOut
 from processor.state.positions import Positions
 
-# Large batches: a chain or window touched several times in a batch is decoded and written once, and Faust's
-# per-batch costs amortise; a second adds little next to ELS_FLUSH_SECONDS.
-BATCH_MAX = 10000
+# Batches of up to 2,000 records within 1 s: state is written per transaction, not per batch (FlushPolicy), so
+# larger batches bought nothing; smaller ones keep fewer Faust events in memory at once and let Faust's consumer
+# thread fetch while the engine works. A/B on a 100k backlog (docs/benchmarks.md): 10,000 -> 1.18 of the minimal
+# Faust agent, 201 MB peak; 4,096 -> 1.18, 187 MB; 2,000 -> 1.28, 183 MB; 1,000 -> 1.27, 180 MB.
+BATCH_MAX = 2000
 BATCH_WITHIN_SECONDS = 1.0
-GC_THRESHOLDS = (50_000, 20, 100)
-
 log = logging.getLogger("els.processor")
-
-
-def use_uvloop() -> None:
-    """uvloop under Faust's streams: ~5-10% more events/s on the preloaded-topic bench (docs/benchmarks.md).
-    Only where no loop was chosen (`faust --loop` sets FAUST_LOOP) and uvloop is installed."""
-    if os.environ.get("FAUST_LOOP") or os.environ.get("F_LOOP"):
-        return
-    with contextlib.suppress(ImportError):
-        import mode.loop
-
-        mode.loop.use("uvloop")
-
-
-def tune_gc() -> None:
-    """A batch allocates tens of thousands of short-lived objects, so the default thresholds (a collection every
-    700 allocations) ran the collector ~2,000 times on a 100k-event backlog, and its full collections, which walk
-    everything Faust and the state keep, cost ~1.5 s of ~20 s. Objects alive at start are frozen out of the
-    collections; these thresholds collect ~50 times instead (what the worker makes is freed by reference counts,
-    cycles are few). Measured: GC time 1.66 -> 0.2 s on that backlog, peak RSS unchanged."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def create_app(cfg: Config) -> faust.App:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import MutableMapping
 
+from processor.core.chains import Chain
 from processor.engine.clock import advance
 from processor.engine.events import apply_event
 from processor.engine.outputs import Outputs
@@ -25,7 +26,7 @@ from processor.engine.settings import Settings
 from processor.engine.step import Step
 from processor.state import index as state_index
 from processor.state import keys
-from processor.state.records import Clock
+from processor.state.records import Clock, decode_chain
 from processor.state.transaction import FlushPolicy, PartitionTransaction, Writes
 
 
@@ -61,6 +62,15 @@ class Engine:
         """The open chains a partition's ticks consider for closing (None: not indexed since the last assignment)."""
         idx = self._indexes.get(p)
         return None if idx is None else set(idx.open_chains)
+
+    def chain(self, root: str) -> Chain | None:
+        """A chain as processed so far (an open transaction's, else the stored one), for the chain view."""
+        for txn in list(self._txns.values()):
+            ch = txn.peek_chain(root)
+            if ch is not None:
+                return ch
+        data = self.chains.get(root)
+        return None if data is None else decode_chain(root, data)
 
     def clock(self, p: int) -> Clock:
         """The partition's clock as processed so far (the open transaction's, else the stored one)."""

@@ -88,6 +88,14 @@ class PartitionTransaction:
         ch = self._chains[root] = decode_chain(root, data) if data is not None else Chain(root, self.partition)
         return ch
 
+    def peek_chain(self, root: str) -> Chain | None:
+        """The chain as this transaction has it, without caching it (None: the transaction has not touched it)."""
+        ch = self._chains.get(root)
+        if ch is not None or root not in self._chain_writes:
+            return ch
+        data = self._chain_writes[root]
+        return None if data is None else decode_chain(root, data)
+
     def chain_changed(self, ch: Chain) -> None:
         self._changed_chains.add(ch.root)
         self.index.chain_changed(ch)

@@ -266,3 +266,10 @@ def test_a_chain_closing_after_its_window_is_gone_does_not_recreate_it():
     h.run([h.tick(T0 + 400_000)])  # timed out now
     assert ("chain:f1", T0) not in h.partials and f"0|chain:f1|{T0}" not in h.windows
     assert any(log.get("chain", {}).get("status") == "timed_out" for log in h.logs)
+
+
+def test_the_chain_view_sees_what_is_not_flushed_yet():
+    h = Harness()
+    h.engine.process(0, [h.rec(ev("FLOW_START", T0 + 1, ex="r"))])
+    assert "r" not in h.chains and h.engine.chain("r").execs  # in the open transaction only
+    assert h.engine.chain("nope") is None
