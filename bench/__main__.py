@@ -23,6 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.procs import bench_broker, spawn, status_kb, stop
+from bench.variants import repeats, variants
 from common.kafka import client_kwargs
 from common.topics import ensure_topics
 from els.broker import free_port
@@ -50,11 +51,12 @@ async def preload(bootstrap: str, topic: str, events: list[dict]) -> None:
     await produce_events(bootstrap, topic, events, linger_ms=20, max_batch_size=1 << 20)
 
 
-async def run_worker(cmd: list[str], env: dict, n: int, label: str) -> dict:
+async def run_worker(cmd: list[str], env: dict, n: int, label: str, port: int | None = None,
+                     cwd: Path = ROOT) -> dict:
     """Start a worker, wait until its /els/stats/ says it processed n records; rate from the first record, its
     peak RSS (VmHWM) and its last /els/stats/."""
-    port = free_port()
-    proc, log = spawn(cmd, {**env, "ELS_WEB_PORT": str(port)}, label)
+    port = port or free_port()
+    proc, log = spawn(cmd, {**env, "ELS_WEB_PORT": str(port)}, label, cwd)
     first = None
     try:
         async with aiohttp.ClientSession() as s:
@@ -105,19 +107,51 @@ def worker_env(bootstrap: str, topic: str) -> dict:
 
 
 async def faust_min_vs_processor(bootstrap: str, topic: str, n: int, suffix: str = "") -> dict:
-    """The minimal Faust agent, then `els process`, each reading the topic's n records to the end."""
+    """The minimal Faust agent, then `els process` (or each BENCH_PROCESSORS variant: bench/variants.py), each
+    reading the topic's n records to the end; BENCH_REPEAT rounds, interleaved, and the medians."""
     env = worker_env(bootstrap, topic)
-    faust_min = await run_worker([sys.executable, "-m", "faust", "-A", "bench.baseline_faust", "worker", "-l",
-                                  "warn"], {**env, "BENCH_APP_ID": f"bench-min-{topic}"}, n, "faust-min" + suffix)
-    proc = await run_worker([sys.executable, "-m", "els.cli", "process"],
-                            {**env, "ELS_APP_ID": f"bench-proc-{topic}"}, n, "processor" + suffix)
+    mins, runs = [], {v.name: [] for v in variants()}
+    for i in range(repeats()):  # interleaved, so drift on a shared machine hits every variant alike
+        mins.append(await run_worker([sys.executable, "-m", "faust", "-A", "bench.baseline_faust", "worker", "-l",
+                                      "warn"], {**env, "BENCH_APP_ID": f"bench-min-{topic}-{i}"}, n,
+                                     "faust-min" + suffix))
+        for v in variants():
+            port, run = free_port(), f"{v.name}-{i}"  # its own outbox: a sink must not deliver another run's items
+            await ensure_topics(bootstrap, [f"{topic}-out-{run}", f"{topic}-dl-{run}"], PARTITIONS)
+            venv = {**env, **v.environ(), "ELS_APP_ID": f"bench-{run}-{topic}", "ELS_OUT_TOPIC": f"{topic}-out-{run}",
+                    "ELS_DEADLETTER_TOPIC": f"{topic}-dl-{run}"}
+            runs[v.name].append(await run_worker(v.command(port), venv, n, v.name + suffix, port,
+                                                 Path(v.cwd) if v.cwd else ROOT))
+    faust_min = _median(mins, "events_per_s")
+    proc = _median(next(iter(runs.values())), "events_per_s")
     us, source = engine_us(proc["stats"])
-    return {"processor_events_per_s": round(proc["events_per_s"]),
-            "faust_min_events_per_s": round(faust_min["events_per_s"]),
-            "ratio_vs_faust_min": round(proc["events_per_s"] / faust_min["events_per_s"], 3),
-            "processor_peak_rss_mb": round(proc["rss_mb"], 1),
-            "faust_min_peak_rss_mb": round(faust_min["rss_mb"], 1),
-            "engine_us_per_event": us, "engine_us_source": source}
+    out = {"processor_events_per_s": round(proc["events_per_s"]),
+           "faust_min_events_per_s": round(faust_min["events_per_s"]),
+           "ratio_vs_faust_min": round(proc["events_per_s"] / faust_min["events_per_s"], 3),
+           "processor_peak_rss_mb": round(proc["rss_mb"], 1),
+           "faust_min_peak_rss_mb": round(faust_min["rss_mb"], 1),
+           "engine_us_per_event": us, "engine_us_source": source}
+    if len(runs) > 1 or repeats() > 1:
+        out.update(_variant_figures(runs, mins))
+        out["ratio_vs_faust_min"] = out[f"{next(iter(runs))}_ratio_vs_faust_min"]
+    return out
+
+
+def _median(runs: list[dict], key: str) -> dict:
+    return sorted(runs, key=lambda r: r[key])[len(runs) // 2]
+
+
+def _variant_figures(runs: dict[str, list[dict]], mins: list[dict]) -> dict:
+    """Per variant: the median of its per-round ratios to the minimal agent (and every round's), its rate, RSS."""
+    out = {}
+    for name, rs in runs.items():
+        ratios = [round(r["events_per_s"] / fm["events_per_s"], 3) for r, fm in zip(rs, mins, strict=True)]
+        out[f"{name}_events_per_s"] = round(_median(rs, "events_per_s")["events_per_s"])
+        out[f"{name}_ratio_vs_faust_min"] = sorted(ratios)[len(ratios) // 2]
+        out[f"{name}_ratios_per_round"] = ratios
+        out[f"{name}_peak_rss_mb"] = round(_median(rs, "rss_mb")["rss_mb"], 1)
+        out[f"{name}_engine_us_per_event"] = engine_us(_median(rs, "events_per_s")["stats"])[0]
+    return out
 
 
 async def plain_consumer(bootstrap: str, topic: str, n: int) -> dict:

@@ -16,11 +16,11 @@ from els.broker import EmbeddedBroker, terminate
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def spawn(cmd: list[str], env: dict, label: str) -> tuple[subprocess.Popen, object]:
-    """Start cmd in the repository root with env added, its output in var/bench-<label>.log."""
+def spawn(cmd: list[str], env: dict, label: str, cwd: Path = ROOT) -> tuple[subprocess.Popen, object]:
+    """Start cmd (in the repository root unless told) with env added, its output in var/bench-<label>.log."""
     (ROOT / "var").mkdir(exist_ok=True)
     log = open(ROOT / "var" / f"bench-{label}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log
+    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=cwd), log
 
 
 def stop(proc: subprocess.Popen, log=None, timeout: float = 20) -> None:

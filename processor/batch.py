@@ -1,7 +1,9 @@
 """One agent batch of raw records: in order per partition -> the engine -> outputs acknowledged -> state flushed.
 
 The write order that keeps Datadog's values exact across crashes (docs/design.md, "Exactness"):
-1. outputs (dead letters, outbox partials and logs) are sent and acknowledged;
+1. outputs (dead letters, outbox partials and logs) are sent and acknowledged (a partition whose outputs are
+   large, from a tick closing thousands of chains after a backlog, goes through 1-3 before the next partition
+   is processed: memory holds one partition's burst, not all of them);
 2. for each partition whose transaction is due (processor/state/transaction.py, FlushPolicy), its chain and
    window records are written and acknowledged;
 3. then its clock, the position: everything up to it is in the state.
@@ -16,11 +18,13 @@ import time
 from collections import defaultdict
 
 from common.deadletter import DeadLetterWriter
-from processor.engine import Engine, Record, Writes
+from processor.engine import Engine, Record
 from processor.outbox import outbox_records
 from processor.pipeline import WorkerStats
 from processor.state.changelog import KafkaOut
 from processor.state.positions import Positions
+
+EMIT_EARLY_ITEMS = 2000  # a partition's outputs this large go out (and its state, if due) before the next one
 
 
 class BatchApplier:
@@ -68,11 +72,17 @@ class BatchApplier:
             out = self.engine.process(p, records)
             self.stats.engine_ns += time.perf_counter_ns() - t
             self.positions.processed(p, records[-1].offset)
-            outputs.append(out)
-            touched.append(p)
             self.stats.records += len(records)
-            self.stats.partials += len(out.partials)
-            self.stats.logs += len(out.logs)
+            partials, logs = out.counts()
+            if partials + logs >= EMIT_EARLY_ITEMS:
+                # a tick that closed thousands of chains: its outputs, then its state, before the next partition
+                await self._emit([out])
+                await self._flush([p])
+            else:
+                outputs.append(out)
+                touched.append(p)
+            self.stats.partials += partials
+            self.stats.logs += logs
             self.stats.deadletters += len(out.deadletters)
         return outputs, touched
 
@@ -90,28 +100,22 @@ class BatchApplier:
         self.stats.t_out_ack_ms += int((time.perf_counter() - t2) * 1000)
 
     async def _flush(self, partitions: list[int]) -> None:
-        """The due transactions' records, acknowledged, then their clocks."""
-        now = time.monotonic()
-        flushes: list[Writes] = []
+        """Each due transaction: its chain and window records, acknowledged, then its clock. One partition at a
+        time, so what waits for Kafka is one partition's records (a tick after a backlog rewrites thousands)."""
         for p in partitions:
-            if self.engine.flush_due(p, now):
-                t = time.perf_counter_ns()
-                flushes.append(self.engine.flush(p))
-                self.stats.engine_ns += time.perf_counter_ns() - t
-        if not flushes:
-            return
-        t = time.perf_counter()
-        pending = []
-        for w in flushes:
-            pending += await self.kafka.persist(self.chains, w.partition, w.chains)
-            pending += await self.kafka.persist(self.windows, w.partition, w.windows)
+            if not self.engine.flush_due(p):
+                continue
+            t = time.perf_counter_ns()
+            w = self.engine.flush(p)
+            t1 = time.perf_counter_ns()
+            self.stats.engine_ns += t1 - t
+            pending = await self.kafka.persist(self.chains, p, w.chains)
+            pending += await self.kafka.persist(self.windows, p, w.windows)
+            t2 = time.perf_counter_ns()
+            await asyncio.gather(*pending)
+            # the clock (the partition's position) last: it says everything up to it is in the state
+            await asyncio.gather(*await self.kafka.persist(self.windows, p, {w.clock_key: w.clock}))
+            self.stats.t_state_send_ms += (t2 - t1) // 1_000_000
+            self.stats.t_state_ack_ms += (time.perf_counter_ns() - t2) // 1_000_000
             self.stats.state_writes += len(w.chains) + len(w.windows) + 1
-        t2 = time.perf_counter()
-        self.stats.t_state_send_ms += int((t2 - t) * 1000)
-        await asyncio.gather(*pending)
-        # the clock (the partition's position) last: it says everything up to it is in the state
-        clocks = [f for w in flushes for f in await self.kafka.persist(self.windows, w.partition,
-                                                                       {w.clock_key: w.clock})]
-        await asyncio.gather(*clocks)
-        self.stats.t_state_ack_ms += int((time.perf_counter() - t2) * 1000)
-        self.stats.flushes += len(flushes)
+            self.stats.flushes += 1

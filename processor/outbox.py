@@ -13,8 +13,6 @@ from __future__ import annotations
 import zlib
 from collections import defaultdict
 
-import orjson
-
 OUTBOX_RECORD_MAX_BYTES = 256 * 1024
 
 
@@ -30,8 +28,8 @@ def outbox_records(outputs: list, partitions: int) -> list[tuple[int, bytes]]:
     Faust's per-event overhead on every one of them (thousands per tick)."""
     by_q: dict[int, list[bytes]] = defaultdict(list)
     for out in outputs:
-        for key, value in out.partials + out.logs:
-            by_q[outbox_partition(key, partitions)].append(orjson.dumps(value))
+        for key, item in out.encoded():
+            by_q[outbox_partition(key, partitions)].append(item)
     records = []
     for q, items in sorted(by_q.items()):
         chunk: list[bytes] = []

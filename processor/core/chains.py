@@ -100,8 +100,9 @@ def _record(chain: Chain, ev) -> None:
         x[FLOW_ID] = ev.flow_id
     if ev.flow_name:
         x[FLOW_NAME] = ev.flow_name
-    if ev.parent_execution_id and ev.parent_execution_id != ev.execution_id:
-        x[PARENT] = ev.parent_execution_id
+    parent = ev.parent_execution_id
+    if parent and parent != ev.execution_id:
+        x[PARENT] = parent
         x[PARENT_NAME] = ev.parent_flow_name or x[PARENT_NAME]
     ts = ev.timestamp_ms
     outcome = ev.outcome

@@ -36,10 +36,12 @@ def add_event(bag: Bag, ev) -> None:
     if outcome:
         k = _ended_key(outcome)
         c[k] = c.get(k, 0) + 1
-        if ev.duration_ms is not None:
-            bag.sample("duration", ev.duration_ms)
-        if ev.step_count is not None:
-            c["steps"] = c.get("steps", 0) + ev.step_count
+        duration = ev.duration_ms
+        if duration is not None:
+            bag.sample("duration", duration)
+        steps = ev.step_count
+        if steps is not None:
+            c["steps"] = c.get("steps", 0) + steps
             c[STEPS_N] = c.get(STEPS_N, 0) + 1
     if et == "FLOW_FAIL":
         k = counter_key("failures", (("error_type", ev.error_type or "unknown"), ("fatal", _flag(ev.fatal))))
@@ -68,8 +70,10 @@ def add_chain(bag: Bag, summary: dict) -> None:
 
 def add_org_steps(bag: Bag, ev) -> None:
     """An ended execution's steps, into its `org:<org_name>` bag of the UTC calendar month (month_start)."""
-    if not ev.outcome or ev.step_count is None:
+    steps = ev.step_count
+    if not ev.outcome or steps is None:
         return
-    if ev.org_name:
-        bag.label("org", ev.org_name, ev.timestamp_ms)
-    bag.count("steps", ev.step_count)
+    org = ev.org_name
+    if org:
+        bag.label("org", org, ev.timestamp_ms)
+    bag.count("steps", steps)

@@ -167,14 +167,54 @@ def _json_kind(v) -> str:
         type(v), type(v).__name__)
 
 
+def _lazy(field: str, convert):
+    """A field read from the raw event when asked: most are used by few events (errors by failures, throttling
+    by throttles) or only by logs, so the hot path does not normalise them. The converters never raise."""
+
+    def get(self):
+        v = self.raw.get(field)
+        return None if v is None else convert(v)
+
+    return property(get, doc=f"`{field}`, normalised")
+
+
 class FlowEvent:
-    """One ELS event, normalised. Build it with parse_event."""
+    """One ELS event, normalised. Build it with parse_event.
+
+    What every event needs (type, ids, time, key, flow) is parsed at once; the other fields are read from `raw`
+    on access, with the same normalisation."""
 
     __slots__ = ("event_type", "execution_id", "root_execution_id", "is_root", "parent_execution_id",
-                 "timestamp_ms", "idempotency_key", "flow_id", "flow_name", "parent_flow_id", "parent_flow_name",
-                 "root_flow_id", "root_flow_name", "org_id", "org_name", "org_hostname", "duration_ms",
-                 "step_count", "pause_duration_ms", "error_type", "error_code", "error_message", "fatal",
-                 "throttled", "throttling_type", "throttling_level", "hostname", "status_code", "outcome", "raw")
+                 "timestamp_ms", "idempotency_key", "flow_id", "flow_name", "outcome", "raw")
+
+    parent_flow_id = _lazy("parent_flow_id", _str)
+    parent_flow_name = _lazy("parent_flow_name", _str)
+    org_id = _lazy("org_id", _str)
+    org_name = _lazy("org_name", _str)
+    org_hostname = _lazy("org_hostname", _str)
+    duration_ms = _lazy("duration", _float)
+    step_count = _lazy("step_count", _int)
+    pause_duration_ms = _lazy("pause_duration", _float)
+    error_type = _lazy("error_type", _str)
+    error_code = _lazy("error_code", _str)
+    error_message = _lazy("error_message", _str)
+    fatal = _lazy("fatal", _bool)
+    throttled = _lazy("throttled", _bool)
+    throttling_type = _lazy("throttling_type", _str)
+    throttling_level = _lazy("throttling_level", _str)
+    hostname = _lazy("hostname", _str)
+    status_code = _lazy("status_code", _str)
+    _root_flow_id = _lazy("root_flow_id", _str)
+    _root_flow_name = _lazy("root_flow_name", _str)
+
+    @property
+    def root_flow_id(self) -> str | None:
+        """The root's flow: the event's own for a root execution."""
+        return self.flow_id if self.is_root else self._root_flow_id
+
+    @property
+    def root_flow_name(self) -> str | None:
+        return self.flow_name if self.is_root else self._root_flow_name
 
     def __repr__(self) -> str:
         return f"FlowEvent({self.event_type} {self.execution_id} flow={self.flow_id} ts={self.timestamp_ms})"
@@ -190,17 +230,9 @@ def parse_event(value: bytes | str | dict, received_ms: int | None = None) -> Fl
         raise InvalidEvent(f"unusable event ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
-def _parse(value, received_ms: int | None) -> FlowEvent:
-    raw = value if isinstance(value, dict) else _loads(value)
-    e = FlowEvent()
-    e.raw = raw
-    _identity(e, raw, value, received_ms)
-    _optional_fields(e, raw.get)
-    e.outcome = OUTCOMES.get(e.event_type)
-    return e
-
-
-def _loads(value) -> dict:
+def _load(value) -> dict:
+    if isinstance(value, dict):
+        return value
     if not isinstance(value, bytes | bytearray | memoryview | str):
         raise InvalidEvent(f"an event must be JSON bytes, text or a dict, not {type(value).__name__}")
     try:
@@ -212,14 +244,16 @@ def _loads(value) -> dict:
     return raw
 
 
-def _identity(e: FlowEvent, raw: dict, value, received_ms: int | None) -> None:
-    """What every event must say, or what stands in for it: type, ids, time, idempotency key."""
+def _parse(value, received_ms: int | None) -> FlowEvent:
+    raw = _load(value)
     g = raw.get
     et = g("event_type")
     if not isinstance(et, str) or not et.strip():
         raise InvalidEvent("event_type must be a non-empty string")
     ex = _id(raw, "execution_id", True)
     root = _id(raw, "root_execution_id", False)
+    e = FlowEvent()
+    e.raw = raw
     e.event_type = canonical_event_type(et)[:MAX_FIELD_CHARS]
     e.execution_id = ex
     e.is_root = root is None or root == ex
@@ -231,43 +265,21 @@ def _identity(e: FlowEvent, raw: dict, value, received_ms: int | None) -> None:
             raise InvalidEvent("timestamp is missing and no receive time is known")
         ts = received_ms
     e.timestamp_ms = ts
-    ik = g("idempotency_key")
+    e.idempotency_key = _idempotency_key(g("idempotency_key"), value, raw)
+    e.flow_id = None if (v := g("flow_id")) is None else _str(v)
+    e.flow_name = None if (v := g("flow_name")) is None else _str(v)
+    e.outcome = OUTCOMES.get(e.event_type)
+    return e
+
+
+def _idempotency_key(ik, value, raw: dict) -> str:
     if not (isinstance(ik, str) and (ik := ik.strip())):
         ik = _str(ik) if isinstance(ik, int | float) and not isinstance(ik, bool) else None
         if ik is None:
             ik = _digest(value if not isinstance(value, dict) else None, raw)
     elif len(ik) > MAX_FIELD_CHARS:  # a cut key could merge distinct events; a digest cannot
         ik = hashlib.blake2b(ik.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-    e.idempotency_key = ik
-
-
-def _optional_fields(e: FlowEvent, g) -> None:
-    # most optional fields are absent from most events: skipping the helper call for None saves ~10%
-    e.flow_id = flow_id = None if (v := g("flow_id")) is None else _str(v)
-    e.flow_name = flow_name = None if (v := g("flow_name")) is None else _str(v)
-    e.parent_flow_id = None if (v := g("parent_flow_id")) is None else _str(v)
-    e.parent_flow_name = None if (v := g("parent_flow_name")) is None else _str(v)
-    if e.is_root:
-        e.root_flow_id = flow_id
-        e.root_flow_name = flow_name
-    else:
-        e.root_flow_id = None if (v := g("root_flow_id")) is None else _str(v)
-        e.root_flow_name = None if (v := g("root_flow_name")) is None else _str(v)
-    e.org_id = None if (v := g("org_id")) is None else _str(v)
-    e.org_name = None if (v := g("org_name")) is None else _str(v)
-    e.org_hostname = None if (v := g("org_hostname")) is None else _str(v)
-    e.duration_ms = None if (v := g("duration")) is None else _float(v)
-    e.step_count = None if (v := g("step_count")) is None else _int(v)
-    e.pause_duration_ms = None if (v := g("pause_duration")) is None else _float(v)
-    e.error_type = None if (v := g("error_type")) is None else _str(v)
-    e.error_code = None if (v := g("error_code")) is None else _str(v)
-    e.error_message = None if (v := g("error_message")) is None else _str(v)
-    e.fatal = None if (v := g("fatal")) is None else _bool(v)
-    e.throttled = None if (v := g("throttled")) is None else _bool(v)
-    e.throttling_type = None if (v := g("throttling_type")) is None else _str(v)
-    e.throttling_level = None if (v := g("throttling_level")) is None else _str(v)
-    e.hostname = None if (v := g("hostname")) is None else _str(v)
-    e.status_code = None if (v := g("status_code")) is None else _str(v)
+    return ik
 
 
 def _digest(value, raw: dict) -> str:

@@ -104,10 +104,6 @@ class Sketch:
         return f"Sketch(n={self.count}, min={self.min}, max={self.max})"
 
 
-def new_sketch() -> Sketch:
-    return Sketch()
-
-
 def quantile(s: Sketch, q: float) -> float | None:
     """The q-quantile (0..1), within 1% relative error, clamped to the exact [min, max]; None when empty."""
     if not s.count:

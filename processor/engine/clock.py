@@ -84,7 +84,7 @@ def _emit_chain(step: Step, ch: chains.Chain, off: int, now: int) -> None:
     else:
         step.add(chain_group(summary.get("root_flow_id")), ws, off, add_chain, summary)
     if "chains" in s.logs:
-        step.out.logs.append(log_item(ch.root, chain_log(summary)))
+        step.out.add_log(*log_item(ch.root, chain_log(summary)))
 
 
 def _close_windows(step: Step, off: int, now: int) -> None:
@@ -101,7 +101,7 @@ def _close_windows(step: Step, off: int, now: int) -> None:
         if not (closing or meta.dirty):
             continue
         rec = txn.window(key, wk)
-        step.out.partials.append(partial_item(wk, rec, off, final=closing))
+        step.out.add_partial(*partial_item(wk, rec, off, final=closing))
         rec.dirty = False
         if closing:
             rec.closed = True

@@ -43,6 +43,7 @@ class Engine:
         self._txns: dict[int, PartitionTransaction] = {}
         self._keys: dict[int, dict] = {}
         self._last_advance: dict[int, int] = {}
+        self._scanned = False  # the stores were scanned since the last forget: partitions not found are empty
 
     # -- what the engine holds in memory --------------------------------------------------------------------
     def forget_partition(self, p: int) -> None:
@@ -51,6 +52,7 @@ class Engine:
         self._indexes.pop(p, None)
         self._txns.pop(p, None)
         self._keys.pop(p, None)
+        self._scanned = False
 
     def forget_all(self) -> None:
         for p in {*self._indexes, *self._txns, *self._keys}:
@@ -78,10 +80,12 @@ class Engine:
     def _index(self, p: int) -> state_index.PartitionIndex:
         idx = self._indexes.get(p)
         if idx is None:
-            # one scan of the stores indexes every partition found, not only p (assignments bring several)
-            built = state_index.build(None, self.chains, self.windows, self.s.quiet_ms, self.s.timeout_ms)
-            for q, found in built.items():
-                self._indexes.setdefault(q, found)
+            if not self._scanned:
+                # one scan of the stores indexes every partition found, not only p (assignments bring several)
+                built = state_index.build(self.chains, self.windows, self.s.quiet_ms, self.s.timeout_ms)
+                for q, found in built.items():
+                    self._indexes.setdefault(q, found)
+                self._scanned = True
             idx = self._indexes.setdefault(p, state_index.PartitionIndex(self.s.quiet_ms, self.s.timeout_ms))
         return idx
 
@@ -114,11 +118,10 @@ class Engine:
             if replay:
                 self._advance_in_replay(step, rec.offset, only_if_due=True)
         last = max(r.offset for r in fresh)
-        txn.applied.add_offsets([r.offset for r in fresh])
         txn.clock.off = max(txn.clock.off, last)
-        txn.records += len(fresh)
         if replay:
             self._advance_in_replay(step, last)
+        txn.batch_done([r.offset for r in fresh])
         return out
 
     def _advance_in_replay(self, step: Step, off: int, only_if_due: bool = False) -> None:

@@ -56,9 +56,9 @@ def apply_event(step: Step, rec: Record) -> None:
         log.info("late event counted in pipeline.late_events, not in its window",
                  extra={"execution_id": ev.execution_id, "timestamp_ms": ev.timestamp_ms,
                         "window_start_ms": ws, "clock_ms": clock.now})
-    elif ev.org_name and ev.step_count and ev.outcome:
-        step.add(org_group(ev.org_name), month_start(ev.timestamp_ms), off, add_org_steps, ev)
+    elif ev.outcome and ev.step_count and (org := ev.org_name):
+        step.add(org_group(org), month_start(ev.timestamp_ms), off, add_org_steps, ev)
     if ev.event_type == "FLOW_FAIL" and "failures" in s.logs:
-        step.out.logs.append(log_item(ev.root_execution_id, failure_log(ev, chains.path_to(ch, ev.execution_id))))
+        step.out.add_log(*log_item(ev.root_execution_id, failure_log(ev, chains.path_to(ch, ev.execution_id))))
     elif "events" in s.logs:
-        step.out.logs.append(log_item(ev.root_execution_id, event_log(ev)))
+        step.out.add_log(*log_item(ev.root_execution_id, event_log(ev)))

@@ -1,23 +1,60 @@
 """What a step emits: outbox partials and logs, and dead letters.
 
 The caller must get them acknowledged by Kafka before it writes the state that says they were made. Items are
-the outbox's wire form (processor/outbox.py): a partial is one partition's full value of one window, sent again
-whenever it changed; `seq` (the raw offset of the tick that emitted it) lets the sink keep the latest.
+the outbox's wire form (processor/outbox.py), encoded when made: a tick may close tens of thousands of chains at
+once (the first tick after a backlog), and their logs wait as compact bytes, not as dicts. A partial is one
+partition's full value of one window, sent again whenever it changed; `seq` (the raw offset of the tick that
+emitted it) lets the sink keep the latest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import orjson
 
+from processor.jsonbytes import dumps
 from processor.state.keys import WindowKey, outbox_key
 from processor.state.records import WindowRecord
 
 
-@dataclass(slots=True)
 class Outputs:
-    partials: list[tuple[bytes, dict]] = field(default_factory=list)  # (outbox key, value)
-    logs: list[tuple[bytes, dict]] = field(default_factory=list)
-    deadletters: list[tuple[bytes, str, int]] = field(default_factory=list)  # (original bytes, reason, received ms)
+    """A step's outbox items (encoded, in emission order per kind) and dead letters."""
+
+    __slots__ = ("_partials", "_logs", "deadletters")
+
+    def __init__(self):
+        self._partials: list[tuple[bytes, bytes]] = []  # (outbox key, encoded item)
+        self._logs: list[tuple[bytes, bytes]] = []
+        self.deadletters: list[tuple[bytes, str, int]] = []  # (original bytes, reason, received ms)
+
+    def add_partial(self, key: bytes, item: dict) -> None:
+        self._partials.append((key, dumps(item)))
+
+    def add_log(self, key: bytes, item: dict) -> None:
+        self._logs.append((key, dumps(item)))
+
+    def encoded(self) -> list[tuple[bytes, bytes]]:
+        """(outbox key, encoded item): the partials, then the logs."""
+        return self._partials + self._logs
+
+    @property
+    def partials(self) -> list[tuple[bytes, dict]]:
+        """The partials decoded (replay and tests read them)."""
+        return [(k, orjson.loads(v)) for k, v in self._partials]
+
+    @partials.setter
+    def partials(self, items: list[tuple[bytes, dict]]) -> None:
+        self._partials = [(k, dumps(v)) for k, v in items]
+
+    @property
+    def logs(self) -> list[tuple[bytes, dict]]:
+        return [(k, orjson.loads(v)) for k, v in self._logs]
+
+    @logs.setter
+    def logs(self, items: list[tuple[bytes, dict]]) -> None:
+        self._logs = [(k, dumps(v)) for k, v in items]
+
+    def counts(self) -> tuple[int, int]:
+        return len(self._partials), len(self._logs)
 
 
 def partial_item(key: WindowKey, rec: WindowRecord, seq: int, final: bool) -> tuple[bytes, dict]:

@@ -48,14 +48,12 @@ class PartitionIndex:
         self.closed_chains.pop(root, None)
 
 
-def build(partitions: set[int] | None, chains: Mapping[str, bytes], windows: Mapping[str, bytes],
-          quiet_ms: int, timeout_ms: int) -> dict[int, PartitionIndex]:
-    """Indexes of the given partitions (None: every partition found) from one scan of each store."""
+def build(chains: Mapping[str, bytes], windows: Mapping[str, bytes], quiet_ms: int,
+          timeout_ms: int) -> dict[int, PartitionIndex]:
+    """The indexes of every partition found, from one scan of each store."""
     out: dict[int, PartitionIndex] = {}
 
-    def index_of(p: int) -> PartitionIndex | None:
-        if partitions is not None and p not in partitions:
-            return None
+    def index_of(p: int) -> PartitionIndex:
         idx = out.get(p)
         if idx is None:
             idx = out[p] = PartitionIndex(quiet_ms, timeout_ms)
@@ -63,20 +61,11 @@ def build(partitions: set[int] | None, chains: Mapping[str, bytes], windows: Map
 
     for root, data in list(chains.items()):
         ch = decode_chain(root, data)
-        idx = index_of(ch.partition)
-        if idx is None:
-            continue
-        idx.chain_changed(ch)
+        index_of(ch.partition).chain_changed(ch)
     for key, data in list(windows.items()):
         p = keys.partition_of(key)
         if p is None or keys.is_clock(key):
             continue
-        idx = index_of(p)
-        if idx is None:
-            continue
         flags = window_flags(data)
-        idx.windows[key] = WindowMeta(keys.parse(key), flags.closed, flags.dirty, flags.closed_off)
-    if partitions is not None:
-        for p in partitions:
-            out.setdefault(p, PartitionIndex(quiet_ms, timeout_ms))
+        index_of(p).windows[key] = WindowMeta(keys.parse(key), flags.closed, flags.dirty, flags.closed_off)
     return out

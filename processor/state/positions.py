@@ -63,6 +63,8 @@ class Positions:
     async def in_order(self, p: int, records: list[Record]) -> list[Record]:
         """The records to apply: in offset order, from the partition's position, without gaps."""
         exp = await self._start(p)
+        if all(r.offset == exp + i for i, r in enumerate(records)):
+            return records  # the usual case: the next records, in order, without gaps
         keep: list[Record] = []
         for r in sorted(records, key=lambda r: r.offset):
             if r.offset < exp:

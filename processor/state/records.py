@@ -22,6 +22,7 @@ import orjson
 
 from processor.core.bag import Bag
 from processor.core.chains import Chain
+from processor.jsonbytes import dumps
 from processor.state.ranges import OffsetRanges
 
 FORMAT = 1
@@ -38,7 +39,7 @@ class WindowRecord:
     closed_off: int | None = None  # the raw offset (a tick, or an event in replay) whose processing closed it
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([FORMAT, self.closed, self.dirty, self.closed_off, self.applied.flat(),
+        return dumps([FORMAT, self.closed, self.dirty, self.closed_off, self.applied.flat(),
                              self.bag.to_dict()])
 
     @classmethod
@@ -81,7 +82,7 @@ class Clock:
     off: int = -1
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([FORMAT, self.now, self.off])
+        return dumps([FORMAT, self.now, self.off])
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> Clock:
@@ -97,7 +98,7 @@ class Clock:
 
 
 def encode_chain(ch: Chain) -> bytes:
-    return orjson.dumps([FORMAT, ch.partition, ch.last_news_ms, ch.first_ms, ch.root_flow, ch.seen, ch.execs,
+    return dumps([FORMAT, ch.partition, ch.last_news_ms, ch.first_ms, ch.root_flow, ch.seen, ch.execs,
                          ch.closed_ms, ch.closed_off, ch.closed])
 
 
@@ -116,7 +117,3 @@ def decode_chain(root: str, data: bytes) -> Chain:
     ch.closed = v[9]
     return ch
 
-
-def chain_partition(data: bytes) -> int:
-    v = orjson.loads(data)
-    return v["p"] if isinstance(v, dict) else v[1]

@@ -44,11 +44,18 @@ class Writes:
     windows: dict[str, bytes | None]
     clock_key: str
     clock: bytes
-    records: int  # raw records this flush covers
 
 
 class PartitionTransaction:
-    """The open state of one partition; see the module docstring."""
+    """The open state of one partition; see the module docstring.
+
+    Records are cached decoded while in use; changed ones are encoded ("spilled") into the pending writes when
+    too many are decoded at once (a tick closing thousands of chains), and decoded again from there if read.
+    Chains spill at any time; windows only between batches, when this transaction's offsets, which a spilled
+    window record lists, are complete."""
+
+    MAX_DECODED_CHAINS = 1_000
+    MAX_DECODED_WINDOWS = 1_000
 
     def __init__(self, partition: int, chains: MutableMapping[str, bytes], windows: MutableMapping[str, bytes],
                  index: PartitionIndex):
@@ -59,48 +66,62 @@ class PartitionTransaction:
         self.clock = Clock.from_bytes(windows.get(keys.clock_key(partition)))
         self.committed_off = self.clock.off  # everything up to it is in the stores (the clock is written last)
         self.applied = OffsetRanges()        # raw offsets processed in this transaction
-        self._chains: dict[str, Chain | None] = {}            # None: deleted in this transaction
-        self._windows: dict[str, WindowRecord | None] = {}
-        self._changed_chains: set[str] = set()
+        self._chains: dict[str, Chain] = {}               # decoded
+        self._windows: dict[str, WindowRecord] = {}
+        self._changed_chains: set[str] = set()            # decoded and changed since decoded
         self._changed_windows: set[str] = set()
+        self._chain_writes: dict[str, bytes | None] = {}  # encoded pending writes (None: delete)
+        self._window_writes: dict[str, bytes | None] = {}
         self.records = 0
         self.ticked = False
         self.opened_at = time.monotonic()
 
     # -- chains ------------------------------------------------------------------------------------------------
     def chain(self, root: str) -> Chain:
-        """The chain (decoded once per transaction), a new one if none is stored."""
+        """The chain (decoded once while in use), a new one if none is stored."""
         ch = self._chains.get(root)
         if ch is not None:
             return ch
-        if root not in self._chains:
-            data = self._chain_store.get(root)
-            if data is not None:
-                ch = self._chains[root] = decode_chain(root, data)
-                return ch
-        ch = self._chains[root] = Chain(root, self.partition)
+        if len(self._chains) >= self.MAX_DECODED_CHAINS:
+            self._spill_chains()
+        data = self._chain_writes[root] if root in self._chain_writes else self._chain_store.get(root)
+        ch = self._chains[root] = decode_chain(root, data) if data is not None else Chain(root, self.partition)
         return ch
 
     def held_chain(self, root: str) -> tuple[bool, Chain | None]:
-        """(True, the chain, or None when deleted) if this transaction holds it; (False, None) otherwise."""
-        return (True, self._chains[root]) if root in self._chains else (False, None)
+        """(True, the chain, or None when deleted) if this transaction holds it, decoded or spilled; (False, None)
+        otherwise. Nothing is cached: this serves the chain view, not the engine."""
+        ch = self._chains.get(root)
+        if ch is not None:
+            return True, ch
+        if root in self._chain_writes:
+            data = self._chain_writes[root]
+            return True, None if data is None else decode_chain(root, data)
+        return False, None
 
     def chain_changed(self, ch: Chain) -> None:
         self._changed_chains.add(ch.root)
         self.index.chain_changed(ch)
 
     def delete_chain(self, root: str) -> None:
-        self._chains[root] = None
-        self._changed_chains.add(root)
+        self._chains.pop(root, None)
+        self._changed_chains.discard(root)
+        self._chain_writes[root] = None
         self.index.chain_deleted(root)
+
+    def _spill_chains(self) -> None:
+        for root in self._changed_chains:
+            self._chain_writes[root] = encode_chain(self._chains[root])
+        self._changed_chains.clear()
+        self._chains.clear()
 
     # -- windows -----------------------------------------------------------------------------------------------
     def window(self, key: str, wkey: keys.WindowKey) -> WindowRecord:
-        """The window record (decoded once per transaction), a new one if none is stored."""
+        """The window record (decoded once while in use), a new one if none is stored."""
         rec = self._windows.get(key)
         if rec is not None:
             return rec
-        data = None if key in self._windows else self._window_store.get(key)
+        data = self._window_writes[key] if key in self._window_writes else self._window_store.get(key)
         if data is not None:
             rec = WindowRecord.from_bytes(data)
         else:
@@ -134,16 +155,29 @@ class PartitionTransaction:
             meta.closed, meta.dirty, meta.closed_off = rec.closed, rec.dirty, rec.closed_off
 
     def delete_window(self, key: str) -> None:
-        self._windows[key] = None
-        self._changed_windows.add(key)
+        self._windows.pop(key, None)
+        self._changed_windows.discard(key)
+        self._window_writes[key] = None
         self.index.windows.pop(key, None)
 
-    def cached_window(self, key: str) -> WindowRecord | None:
-        return self._windows.get(key)
+    def batch_done(self, offsets: list[int]) -> None:
+        """A batch was processed: its offsets are this transaction's; spill windows if too many are decoded."""
+        self.applied.add_offsets(offsets)
+        self.records += len(offsets)
+        if len(self._windows) >= self.MAX_DECODED_WINDOWS:
+            self._spill_windows()
+
+    def _spill_windows(self) -> None:
+        for key in self._changed_windows:
+            rec = self._windows[key]
+            rec.applied.update(self.applied)  # holds the effects of every offset of this transaction so far
+            self._window_writes[key] = rec.to_bytes()
+        self._changed_windows.clear()
+        self._windows.clear()
 
     # -- the flush ---------------------------------------------------------------------------------------------
     def cached(self) -> int:
-        return len(self._chains) + len(self._windows)
+        return len(self._chains) + len(self._windows) + len(self._chain_writes) + len(self._window_writes)
 
     def due(self, policy: FlushPolicy, now: float) -> bool:
         return ((policy.at_tick and self.ticked) or self.records >= policy.max_records
@@ -151,17 +185,7 @@ class PartitionTransaction:
 
     def writes(self) -> Writes:
         """Everything this transaction changed, encoded; the transaction is finished after this."""
-        chains = {}
-        for root in self._changed_chains:
-            ch = self._chains.get(root)
-            chains[root] = None if ch is None else encode_chain(ch)
-        windows = {}
-        for key in self._changed_windows:
-            rec = self._windows.get(key)
-            if rec is None:
-                windows[key] = None
-            else:
-                rec.applied.update(self.applied)
-                windows[key] = rec.to_bytes()
-        return Writes(self.partition, chains, windows, keys.clock_key(self.partition), self.clock.to_bytes(),
-                      self.records)
+        self._spill_chains()
+        self._spill_windows()
+        return Writes(self.partition, self._chain_writes, self._window_writes, keys.clock_key(self.partition),
+                      self.clock.to_bytes())

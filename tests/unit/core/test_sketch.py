@@ -12,13 +12,13 @@ from ddsketch import DDSketch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.core.sketch import Sketch, from_compact, new_sketch, quantile, to_compact
+from processor.core.sketch import Sketch, from_compact, quantile, to_compact
 
 QS = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)
 
 
 def sketch_of(values) -> Sketch:
-    s = new_sketch()
+    s = Sketch()
     for v in values:
         s.add(v)
     return s
@@ -75,11 +75,11 @@ def test_roundtrip_is_exact(name):
 def test_quantile_is_clamped_to_exact_min_max_and_none_when_empty():
     s = sketch_of([100.0, 100.0, 100.0])
     assert quantile(s, 0.0) == quantile(s, 0.99) == quantile(s, 1.0) == 100.0
-    assert quantile(new_sketch(), 0.5) is None
+    assert quantile(Sketch(), 0.5) is None
 
 
 def test_empty_sketch_roundtrip():
-    c = to_compact(new_sketch())
+    c = to_compact(Sketch())
     assert c == {"n": 0}
     back = from_compact(c)
     assert back.count == 0 and back.get_quantile_value(0.5) is None
@@ -114,7 +114,7 @@ def test_sparse_bins_are_run_length_encoded():
 
 
 def test_weights_that_are_not_integral_survive():
-    s = new_sketch()
+    s = Sketch()
     s.add(10.0, 0.5)
     s.add(20.0, 2.25)
     back = roundtrip(s)
@@ -134,12 +134,12 @@ def test_adding_after_decoding_equals_adding_before(extra):
 def test_merged_sketches_equal_a_sketch_of_the_union():
     values = DISTRIBUTIONS["integers"]
     parts = [values[:1000], values[1000:1001], values[1001:2500], values[2500:]]
-    merged = new_sketch()
+    merged = Sketch()
     for p in parts:
         merged.merge(sketch_of(p))
     assert to_compact(merged) == to_compact(sketch_of(values))
     # through the encoded form, as the sink merges partials
-    merged2 = new_sketch()
+    merged2 = Sketch()
     for p in reversed(parts):
         merged2.merge(roundtrip(sketch_of(p)))
     assert to_compact(merged2) == to_compact(sketch_of(values))
@@ -159,7 +159,7 @@ def test_merged_float_sketches_have_the_union_bins_and_quantiles():
 
 def test_merge_into_empty_does_not_alias():
     src = sketch_of([1.0, 2.0, 3.0])
-    dst = new_sketch()
+    dst = Sketch()
     dst.merge(src)
     dst.add(1000.0)
     assert src.count == 3 and to_compact(src) == to_compact(sketch_of([1.0, 2.0, 3.0]))
@@ -191,7 +191,7 @@ def test_any_split_and_order_of_merges_gives_the_union(values, cuts, rnd):
     bounds = sorted({0, len(values), *(c % (len(values) + 1) for c in cuts)})
     parts = [values[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     rnd.shuffle(parts)
-    merged = new_sketch()
+    merged = Sketch()
     for p in parts:
         merged.merge(roundtrip(sketch_of(p)))
     assert to_compact(merged) == to_compact(sketch_of(values))

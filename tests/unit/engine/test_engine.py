@@ -11,7 +11,7 @@ import orjson
 from els.traffic import iso
 from processor.core.bag import Bag
 from processor.engine import TICK_KEY, Engine, Record, Settings
-from processor.state.records import decode_chain
+from processor.state.records import WindowRecord, decode_chain
 
 W = 60_000
 T0 = 1_790_000_000_000 - (1_790_000_000_000 % W)  # a window boundary
@@ -240,3 +240,61 @@ def test_a_chain_is_visible_as_processed_before_its_transaction_is_flushed():
     assert "r" not in h.chains
     assert h.engine.chain_as_processed("r").root == "r"
     assert h.engine.chain_as_processed("nobody") is None
+
+
+def test_a_transaction_over_many_batches_equals_flushing_every_batch():
+    """The worker flushes when due (ticks, size, age): the outputs and the state are those of flushing always."""
+    batches = []
+    h1 = Harness()
+    for i in range(12):
+        b = [h1.rec(ev("FLOW_START", T0 + i * 7_000, ex=f"r{i}")),
+             h1.rec(ev("FLOW_COMPLETE", T0 + i * 7_000 + 5, ex=f"r{i}", duration=5, step_count=1))]
+        if i % 4 == 3:
+            b.append(h1.tick(T0 + i * 9_000))
+        batches.append(b)
+    for b in batches:
+        h1.run(b)
+    h2 = Harness()
+    outs = [h2.engine.process(0, b) for b in batches]
+    writes = h2.engine.flush(0)
+    for store, w in ((h2.chains, writes.chains), (h2.windows, writes.windows)):
+        store.update({k: v for k, v in w.items() if v is not None})
+    latest = {}
+    for out in outs:
+        latest.update({(v["group"], v["ws"]): v for _k, v in out.partials})
+    assert latest == h1.partials
+    assert [v["item"] for out in outs for _k, v in out.logs] == h1.logs
+    assert {k: decode_chain(k, v) for k, v in h2.chains.items()} == {k: decode_chain(k, v) for k, v in h1.chains.items()}
+    bags = lambda h: {k: WindowRecord.from_bytes(v).bag for k, v in h.windows.items() if not k.endswith("clock")}  # noqa: E731
+    assert bags(h2) == bags(h1)
+
+
+def test_closed_windows_stay_one_window_then_go_once_their_close_is_committed():
+    h = Harness(lateness_ms=10_000)
+    h.run([h.rec(ev("FLOW_START", T0 + 5)), h.tick(T0 + W + 10_000)])  # closes the window at T0
+    key = f"0|flow:f1|{T0}"
+    assert WindowRecord.from_bytes(h.windows[key]).closed
+    h.run([h.tick(T0 + 2 * W + 9_999)])
+    assert key in h.windows  # kept one window after its lateness (the last closed window, for the views)
+    h.run([h.tick(T0 + 2 * W + 10_000)])
+    assert key not in h.windows
+
+
+def test_a_close_not_yet_committed_keeps_its_marker():
+    h = Harness(lateness_ms=10_000)
+    h.run([h.rec(ev("FLOW_START", T0 + 5))])
+    h.engine.process(0, [h.tick(T0 + W + 10_000), h.tick(T0 + 5 * W)])  # closed and past retention, one flush
+    writes = h.engine.flush(0)
+    assert WindowRecord.from_bytes(writes.windows[f"0|flow:f1|{T0}"]).closed  # written closed, not deleted
+
+
+def test_a_chain_closing_after_its_window_is_gone_does_not_recreate_it():
+    h = Harness(lateness_ms=10_000, timeout_ms=300_000)
+    h.run([h.rec(ev("FLOW_START", T0 + 1, ex="root")), h.rec(ev("FLOW_START", T0 + 2, ex="h", root="root")),
+           h.rec(ev("FLOW_COMPLETE", T0 + 3, ex="h", root="root"))])  # the root never ends: a timeout
+    h.run([h.tick(T0 + W + 10_000)])
+    h.run([h.tick(T0 + 2 * W + 10_000)])  # the chain's end window (T0) closed and is gone
+    h.partials.clear()
+    h.run([h.tick(T0 + 400_000)])  # timed out now
+    assert ("chain:f1", T0) not in h.partials and f"0|chain:f1|{T0}" not in h.windows
+    assert any(log.get("chain", {}).get("status") == "timed_out" for log in h.logs)

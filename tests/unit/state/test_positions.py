@@ -1,0 +1,61 @@
+"""Positions: batches in offset order from the partition's position, gaps sought back, holes accepted late."""
+
+from __future__ import annotations
+
+from processor.engine import Record
+from processor.state.positions import Positions
+
+
+def recs(*offsets: int) -> list[Record]:
+    return [Record(o, b"k", b"{}", {}, 0) for o in offsets]
+
+
+class Consumer:
+    def __init__(self, applied: int = -1, earliest: int = 0):
+        self.applied, self.first, self.seeks = applied, earliest, []
+
+    def positions(self, gap_accept_s: float = 30.0) -> Positions:
+        async def earliest(p):
+            return self.first
+
+        async def seek(p, off):
+            self.seeks.append(off)
+
+        return Positions(lambda p: self.applied, earliest, seek, gap_accept_s)
+
+
+async def test_in_order_from_the_position_without_what_was_applied():
+    c = Consumer(applied=4)
+    pos = c.positions()
+    got = await pos.in_order(0, recs(7, 3, 5, 6, 4))
+    assert [r.offset for r in got] == [5, 6, 7] and pos.stats.already_applied == 2
+
+
+async def test_nothing_applied_starts_at_the_logs_beginning():
+    c = Consumer(applied=-1, earliest=100)
+    got = await c.positions().in_order(0, recs(100, 101))
+    assert [r.offset for r in got] == [100, 101]
+
+
+async def test_a_gap_seeks_back_and_drops_the_rest():
+    c = Consumer(applied=4)
+    pos = c.positions()
+    assert [r.offset for r in await pos.in_order(0, recs(5, 8, 9))] == [5]
+    assert c.seeks == [6] and pos.stats.gap_seeks == 1
+    pos.processed(0, 5)
+    assert [r.offset for r in await pos.in_order(0, recs(6, 7))] == [6, 7]
+
+
+async def test_a_lasting_gap_is_a_hole_and_is_accepted():
+    c = Consumer(applied=4)
+    pos = c.positions(gap_accept_s=0.0)
+    assert await pos.in_order(0, recs(9)) == []          # first sight: seek back
+    assert [r.offset for r in await pos.in_order(0, recs(9, 10))] == [9, 10]  # still missing: accepted
+
+
+async def test_forget_rereads_the_position():
+    c = Consumer(applied=4)
+    pos = c.positions()
+    pos.processed(0, 20)
+    pos.forget()
+    assert [r.offset for r in await pos.in_order(0, recs(5))] == [5]
