@@ -3,7 +3,7 @@ short rounds (the machine is shared: each comparison is between runs seconds apa
 
     python -m bench.ab [--rounds N] [--seconds S] [--connections C] LABEL=SPEC LABEL=SPEC ...
 
-SPEC is `bare`, `aiokafka` (bench/bare.py's two baselines), `ingest` (this tree), `ingest@REV` (a git
+SPEC is `bare`, `aiokafka`, `confluent` (bench/bare.py's baselines: no work, aiokafka's produce, librdkafka's), `ingest` (this tree), `ingest@REV` (a git
 revision, exported into var/ab/) or `ingest@DIR` (a copy of the tree, e.g. with one setting changed), followed by any number of `+uvloop`, `+headers=1` (baselines) or `+NAME=VALUE`
 (environment of the server, e.g. `ingest+ELS_INGEST_UVLOOP=1`). The first variant is the reference of the
 ratios. Each variant writes to its own raw topic; every 202 is checked against it.
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass
 class Variant:
     label: str
-    kind: str                 # bare | aiokafka | ingest
+    kind: str                 # bare | aiokafka | confluent | ingest
     rev: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     uvloop: bool = False
@@ -49,8 +49,8 @@ def parse(arg: str) -> Variant:
     label, _, spec = arg.partition("=")
     head, *mods = spec.split("+")
     kind, _, rev = head.partition("@")
-    if kind not in ("bare", "aiokafka", "ingest"):
-        raise SystemExit(f"unknown variant {head!r}: bare, aiokafka, ingest or ingest@REV")
+    if kind not in ("bare", "aiokafka", "confluent", "ingest"):
+        raise SystemExit(f"unknown variant {head!r}: bare, aiokafka, confluent, ingest or ingest@REV")
     v = Variant(label, kind, rev or None)
     for mod in mods:
         if mod == "uvloop":
@@ -86,8 +86,8 @@ def start(v: Variant, bootstrap: str):
                                 stdout=log, stderr=subprocess.STDOUT)
         return proc, log
     cmd = [sys.executable, "-m", "bench.bare", str(v.port)]
-    if v.kind == "aiokafka":
-        cmd += ["--kafka", bootstrap, v.topic]
+    if v.kind in ("aiokafka", "confluent"):
+        cmd += ["--kafka", bootstrap, v.topic] + (["--confluent"] if v.kind == "confluent" else [])
     if v.uvloop:
         cmd.append("--uvloop")
     if v.env.pop("headers", None) is not None:
@@ -108,7 +108,7 @@ class Servers:
         try:
             for v in self.variants:
                 self.procs[v.label] = start(v, self.bootstrap)
-                if v.kind == "aiokafka":
+                if v.kind in ("aiokafka", "confluent"):
                     await ensure_topics(self.bootstrap, [v.topic], PARTITIONS)
             for v in self.variants:
                 await wait_ready(f"http://127.0.0.1:{v.port}", self.procs[v.label][0], f"ab-{v.label}")

@@ -16,6 +16,8 @@ def test_variant_specs():
     assert (b.kind, b.uvloop, b.rev) == ("bare", True, None)
     k = parse("ak=aiokafka+headers=1")
     assert k.kind == "aiokafka" and k.env == {"headers": "1"}
+    c = parse("ck=confluent+uvloop+BENCH_RDKAFKA=max.in.flight=1,linger.ms=0.5")
+    assert (c.kind, c.uvloop, c.env) == ("confluent", True, {"BENCH_RDKAFKA": "max.in.flight=1,linger.ms=0.5"})
     with pytest.raises(SystemExit):
         parse("x=nginx")
 
