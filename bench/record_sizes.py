@@ -49,13 +49,9 @@ def run(n: int) -> dict:
         batches += [(p, recs[i:i + 1000]) for i in range(0, len(recs), 1000)]
     t = time.perf_counter()
     for p, batch in batches:
-        _out, cw, ww = engine.step(p, batch)
-        for store, writes in ((chains, cw), (windows, ww)):
-            for k, v in writes.items():
-                if v is None:
-                    store.pop(k, None)
-                else:
-                    store[k] = v
+        _out, writes = engine.step(p, batch)
+        if writes is not None:
+            writes.apply_to(chains, windows)
     elapsed = time.perf_counter() - t
     return _figures(n, elapsed, chains, windows)
 

@@ -167,15 +167,21 @@ def _json_kind(v) -> str:
         type(v), type(v).__name__)
 
 
-def _lazy(field: str, convert):
+class _RawField:
     """A field read from the raw event when asked: most are used by few events (errors by failures, throttling
     by throttles) or only by logs, so the hot path does not normalise them. The converters never raise."""
 
-    def get(self):
-        v = self.raw.get(field)
-        return None if v is None else convert(v)
+    __slots__ = ("field", "convert")
 
-    return property(get, doc=f"`{field}`, normalised")
+    def __init__(self, field: str, convert):
+        self.field = field
+        self.convert = convert
+
+    def __get__(self, event: FlowEvent | None, owner=None):
+        if event is None:
+            return self
+        v = event.raw.get(self.field)
+        return None if v is None else self.convert(v)
 
 
 class FlowEvent:
@@ -187,25 +193,25 @@ class FlowEvent:
     __slots__ = ("event_type", "execution_id", "root_execution_id", "is_root", "parent_execution_id",
                  "timestamp_ms", "idempotency_key", "flow_id", "flow_name", "outcome", "raw")
 
-    parent_flow_id = _lazy("parent_flow_id", _str)
-    parent_flow_name = _lazy("parent_flow_name", _str)
-    org_id = _lazy("org_id", _str)
-    org_name = _lazy("org_name", _str)
-    org_hostname = _lazy("org_hostname", _str)
-    duration_ms = _lazy("duration", _float)
-    step_count = _lazy("step_count", _int)
-    pause_duration_ms = _lazy("pause_duration", _float)
-    error_type = _lazy("error_type", _str)
-    error_code = _lazy("error_code", _str)
-    error_message = _lazy("error_message", _str)
-    fatal = _lazy("fatal", _bool)
-    throttled = _lazy("throttled", _bool)
-    throttling_type = _lazy("throttling_type", _str)
-    throttling_level = _lazy("throttling_level", _str)
-    hostname = _lazy("hostname", _str)
-    status_code = _lazy("status_code", _str)
-    _root_flow_id = _lazy("root_flow_id", _str)
-    _root_flow_name = _lazy("root_flow_name", _str)
+    parent_flow_id = _RawField("parent_flow_id", _str)
+    parent_flow_name = _RawField("parent_flow_name", _str)
+    org_id = _RawField("org_id", _str)
+    org_name = _RawField("org_name", _str)
+    org_hostname = _RawField("org_hostname", _str)
+    duration_ms = _RawField("duration", _float)
+    step_count = _RawField("step_count", _int)
+    pause_duration_ms = _RawField("pause_duration", _float)
+    error_type = _RawField("error_type", _str)
+    error_code = _RawField("error_code", _str)
+    error_message = _RawField("error_message", _str)
+    fatal = _RawField("fatal", _bool)
+    throttled = _RawField("throttled", _bool)
+    throttling_type = _RawField("throttling_type", _str)
+    throttling_level = _RawField("throttling_level", _str)
+    hostname = _RawField("hostname", _str)
+    status_code = _RawField("status_code", _str)
+    _root_flow_id = _RawField("root_flow_id", _str)
+    _root_flow_name = _RawField("root_flow_name", _str)
 
     @property
     def root_flow_id(self) -> str | None:

@@ -142,10 +142,6 @@ class Engine:
         txn = self._txns.pop(p, None)
         return None if txn is None else txn.writes()
 
-    def step(self, p: int, records: list[Record]) -> tuple[Outputs, dict, dict]:
-        """process + flush at once (replay, tests): outputs, chain writes, window writes with the clock last."""
-        out = self.process(p, records)
-        writes = self.flush(p)
-        if writes is None:
-            return out, {}, {}
-        return out, writes.chains, {**writes.windows, writes.clock_key: writes.clock}
+    def step(self, p: int, records: list[Record]) -> tuple[Outputs, Writes | None]:
+        """process + flush at once (replay, tests): the outputs and what to write (None: nothing processed)."""
+        return self.process(p, records), self.flush(p)

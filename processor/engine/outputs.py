@@ -41,17 +41,9 @@ class Outputs:
         """The partials decoded (replay and tests read them)."""
         return [(k, orjson.loads(v)) for k, v in self._partials]
 
-    @partials.setter
-    def partials(self, items: list[tuple[bytes, dict]]) -> None:
-        self._partials = [(k, dumps(v)) for k, v in items]
-
     @property
     def logs(self) -> list[tuple[bytes, dict]]:
         return [(k, orjson.loads(v)) for k, v in self._logs]
-
-    @logs.setter
-    def logs(self, items: list[tuple[bytes, dict]]) -> None:
-        self._logs = [(k, dumps(v)) for k, v in items]
 
     def counts(self) -> tuple[int, int]:
         return len(self._partials), len(self._logs)

@@ -268,13 +268,9 @@ class Replay:
 
     def _apply(self, p: int, result):
         """Store what the engine wrote and hand its outputs to the emitter; returns the outputs."""
-        out, chain_writes, window_writes = result
-        for store, writes in ((self.chains, chain_writes), (self.windows, window_writes)):
-            for key, value in writes.items():
-                if value is None:
-                    store.pop(key, None)
-                else:
-                    store[key] = value
+        out, writes = result
+        if writes is not None:
+            writes.apply_to(self.chains, self.windows)
         self.stats.invalid += len(out.deadletters)
         partials = [v for _k, v in out.partials if not v["group"].startswith("org:")]
         self.emitter.absorb(partials, [v["item"] for _k, v in out.logs])

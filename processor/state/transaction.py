@@ -45,6 +45,16 @@ class Writes:
     clock_key: str
     clock: bytes
 
+    def apply_to(self, chains: MutableMapping[str, bytes], windows: MutableMapping[str, bytes]) -> None:
+        """Write into plain stores (replay, tests, benches), the clock last as the worker writes it."""
+        for store, records in ((chains, self.chains), (windows, self.windows)):
+            for key, value in records.items():
+                if value is None:
+                    store.pop(key, None)
+                else:
+                    store[key] = value
+        windows[self.clock_key] = self.clock
+
 
 class PartitionTransaction:
     """The open state of one partition; see the module docstring.

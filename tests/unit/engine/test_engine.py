@@ -61,14 +61,9 @@ class Harness:
         return Record(offset, TICK_KEY, orjson.dumps({"tick": at_ms}), {"els-kind": b"tick"}, at_ms)
 
     def run(self, records: list[Record], apply: bool = True):
-        out, chain_writes, window_writes = self.engine.step(0, records)
-        if apply:
-            for store, writes in ((self.chains, chain_writes), (self.windows, window_writes)):
-                for k, v in writes.items():
-                    if v is None:
-                        store.pop(k, None)
-                    else:
-                        store[k] = v
+        out, writes = self.engine.step(0, records)
+        if apply and writes is not None:
+            writes.apply_to(self.chains, self.windows)
         for _key, value in out.partials:
             self.partials[(value["group"], value["ws"])] = value
         self.logs += [v["item"] for _, v in out.logs]
@@ -135,8 +130,8 @@ def test_reprocessing_after_a_crash_applies_nothing_twice():
 def test_reprocessing_when_only_part_of_the_state_was_written():
     h = Harness()
     batch = [h.rec(ev("FLOW_START", T0 + 5, ex=f"e{i}", ik=f"k{i}")) for i in range(5)]
-    out, chain_writes, window_writes = h.engine.step(0, batch)
-    h.chains.update(chain_writes)  # the chain records made it to the changelog, the windows did not
+    _out, writes = h.engine.step(0, batch)
+    h.chains.update(writes.chains)  # the chain records made it to the changelog, the windows did not
     h.engine.forget_partition(0)
     h.run(batch)
     h.run([h.tick(T0 + 1000)])

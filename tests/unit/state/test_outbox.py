@@ -13,11 +13,18 @@ def partial(group: str, ws: int, p: int, pad: int = 0) -> tuple[bytes, dict]:
                                       "bag": {"counters": {"events|x:" + "y" * pad: 1}}}
 
 
+def outputs(partials: list[tuple[bytes, dict]], logs: list[tuple[bytes, dict]] = ()) -> Outputs:
+    out = Outputs()
+    for key, item in partials:
+        out.add_partial(key, item)
+    for key, item in logs:
+        out.add_log(key, item)
+    return out
+
+
 def test_items_round_trip_in_order_per_outbox_partition():
-    a, b = Outputs(), Outputs()
-    a.partials = [partial(f"flow:{i}", 0, 0) for i in range(20)]
-    a.logs = [(b"root-1", {"kind": "log", "item": {"message": "m1"}})]
-    b.partials = [partial(f"flow:{i}", 0, 1) for i in range(20)]
+    a = outputs([partial(f"flow:{i}", 0, 0) for i in range(20)], [(b"root-1", {"kind": "log", "item": {"message": "m1"}})])
+    b = outputs([partial(f"flow:{i}", 0, 1) for i in range(20)])
     records = outbox_records([a, b], 4)
     assert len(records) <= 4  # one record per outbox partition when small
     got = [(q, item) for q, value in records for item in unpacked([orjson.loads(value)])]
@@ -29,8 +36,7 @@ def test_items_round_trip_in_order_per_outbox_partition():
 
 
 def test_large_batches_are_split_under_the_record_limit():
-    out = Outputs()
-    out.partials = [partial("flow:same", ws, 0, pad=5000) for ws in range(0, 200 * 60_000, 60_000)]
+    out = outputs([partial("flow:same", ws, 0, pad=5000) for ws in range(0, 200 * 60_000, 60_000)])
     records = outbox_records([out], 1)
     assert len(records) > 1 and all(len(v) <= OUTBOX_RECORD_MAX_BYTES + 6000 for _q, v in records)
     assert sum(len(orjson.loads(v)["items"]) for _q, v in records) == 200
