@@ -21,10 +21,14 @@ from common.deadletter import DeadLetterWriter
 from processor.engine import Engine, Record
 from processor.outbox import outbox_records
 from processor.pipeline import WorkerStats
+from processor.runtime import release_free_memory
 from processor.state.changelog import KafkaOut
 from processor.state.positions import Positions
 
-EMIT_EARLY_ITEMS = 2000  # a partition's outputs this large go out (and its state, if due) before the next one
+# A partition's outputs this large go out (and its state, if due) before the next partition is processed: the
+# ticks after a backlog close thousands of chains per partition, and holding every partition's logs at once
+# added ~15 MB to the worker's peak (2,000 -> 500, docs/benchmarks.md).
+EMIT_EARLY_ITEMS = 500
 
 
 class BatchApplier:
@@ -102,9 +106,11 @@ class BatchApplier:
     async def _flush(self, partitions: list[int]) -> None:
         """Each due transaction: its chain and window records, acknowledged, then its clock. One partition at a
         time, so what waits for Kafka is one partition's records (a tick after a backlog rewrites thousands)."""
+        flushed = False
         for p in partitions:
             if not self.engine.flush_due(p):
                 continue
+            flushed = True
             t = time.perf_counter_ns()
             w = self.engine.flush(p)
             t1 = time.perf_counter_ns()
@@ -119,3 +125,5 @@ class BatchApplier:
             self.stats.t_state_ack_ms += (time.perf_counter_ns() - t2) // 1_000_000
             self.stats.state_writes += len(w.chains) + len(w.windows) + 1
             self.stats.flushes += 1
+        if flushed:
+            release_free_memory()

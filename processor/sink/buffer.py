@@ -42,8 +42,10 @@ class Buffer:
                 self.logs += 1
 
     def full(self) -> bool:
-        """Holds as many records as one flush takes: the agent flushes before reading more (back-pressure)."""
-        return len(self.events) >= self.MAX_RECORDS
+        """Holds as many records as one flush takes, or a logs request's worth: the agent flushes before reading
+        more (back-pressure). A tick closing thousands of chains after a backlog sends their logs at once; held
+        until the flush timer, they were ~15 MB of the worker's peak memory (docs/benchmarks.md)."""
+        return len(self.events) >= self.MAX_RECORDS or self.logs >= LOGS_MAX_ENTRIES
 
     def due(self, now: float) -> bool:
         if not self.events or now < self.not_before:

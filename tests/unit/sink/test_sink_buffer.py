@@ -34,6 +34,15 @@ def test_packed_batches_count_their_items():
     assert b.logs == 1000 and b.due(100.0)  # a logs request's worth
 
 
+def test_a_logs_request_s_worth_makes_the_agent_flush_before_reading_more():
+    """A tick closing thousands of chains sends their logs at once: the agent must not hold them all."""
+    b = Buffer(hold_seconds=10)
+    b.add("e1", 0, {"kind": "batch", "items": [log_item()] * 999}, now=100.0)
+    assert not b.full()
+    b.add("e2", 0, log_item(), now=100.0)
+    assert b.full()
+
+
 def test_a_failed_flush_restores_its_records_ahead_of_newer_ones():
     b = Buffer(hold_seconds=10)
     b.add("e1", 0, partial(), now=100.0)
