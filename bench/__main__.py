@@ -30,6 +30,9 @@ from els.broker import free_port
 from els.traffic import Simulator, produce_events
 
 PARTITIONS = 8
+# processor_ingest follows the worker this long after its last record: the ticks that close the backlog's chains
+# (ELS_FLUSH_SECONDS apart, chains quiet for ELS_CHAIN_QUIET_SECONDS) are done within ~25 s (bench/timeline.py)
+CLOSEOUT_SECONDS = 30.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,9 +55,10 @@ async def preload(bootstrap: str, topic: str, events: list[dict]) -> None:
 
 
 async def run_worker(cmd: list[str], env: dict, n: int, label: str, port: int | None = None,
-                     cwd: Path = ROOT) -> dict:
+                     cwd: Path = ROOT, closeout_s: float = 0) -> dict:
     """Start a worker, wait until its /els/stats/ says it processed n records; rate from the first record, its
-    peak RSS (VmHWM) and its last /els/stats/."""
+    peak RSS (VmHWM) and its last /els/stats/. With closeout_s, also its peak RSS that much later
+    (`rss_closeout_mb`): the ticks after a backlog close its chains, and that burst is part of meeting it."""
     port = port or free_port()
     proc, log = spawn(cmd, {**env, "ELS_WEB_PORT": str(port)}, label, cwd)
     first = None
@@ -77,8 +81,10 @@ async def run_worker(cmd: list[str], env: dict, n: int, label: str, port: int | 
                     elapsed = time.monotonic() - first[0]
                     rss = status_kb(proc.pid, "VmHWM")
                     print(label, "stats:", stats, file=sys.stderr)
+                    await asyncio.sleep(closeout_s)
                     return {"events_per_s": (done - first[1]) / elapsed if elapsed > 0 else float("inf"),
-                            "seconds": elapsed, "rss_mb": rss / 1024, "stats": stats}
+                            "seconds": elapsed, "rss_mb": rss / 1024, "stats": stats,
+                            "rss_closeout_mb": status_kb(proc.pid, "VmHWM") / 1024}
         raise TimeoutError(label)
     finally:
         stop(proc, log)
@@ -106,7 +112,7 @@ def worker_env(bootstrap: str, topic: str) -> dict:
             "ELS_DRY_RUN_FILE": f"var/bench-dry-run-{topic}.ndjson", "DD_API_KEY": ""}
 
 
-async def faust_min_vs_processor(bootstrap: str, topic: str, n: int, suffix: str = "") -> dict:
+async def faust_min_vs_processor(bootstrap: str, topic: str, n: int, suffix: str = "", closeout_s: float = 0) -> dict:
     """The minimal Faust agent, then `els process` (or each BENCH_PROCESSORS variant: bench/variants.py), each
     reading the topic's n records to the end; BENCH_REPEAT rounds, interleaved, and the medians."""
     env = worker_env(bootstrap, topic)
@@ -121,7 +127,7 @@ async def faust_min_vs_processor(bootstrap: str, topic: str, n: int, suffix: str
             venv = {**env, **v.environ(), "ELS_APP_ID": f"bench-{run}-{topic}", "ELS_OUT_TOPIC": f"{topic}-out-{run}",
                     "ELS_DEADLETTER_TOPIC": f"{topic}-dl-{run}"}
             runs[v.name].append(await run_worker(v.command(port), venv, n, v.name + suffix, port,
-                                                 Path(v.cwd) if v.cwd else ROOT))
+                                                 Path(v.cwd) if v.cwd else ROOT, closeout_s))
     faust_min = _median(mins, "events_per_s")
     proc = _median(next(iter(runs.values())), "events_per_s")
     us, source = engine_us(proc["stats"])
@@ -131,6 +137,8 @@ async def faust_min_vs_processor(bootstrap: str, topic: str, n: int, suffix: str
            "processor_peak_rss_mb": round(proc["rss_mb"], 1),
            "faust_min_peak_rss_mb": round(faust_min["rss_mb"], 1),
            "engine_us_per_event": us, "engine_us_source": source}
+    if closeout_s:
+        out["processor_peak_rss_closeout_mb"] = round(proc["rss_closeout_mb"], 1)
     if len(runs) > 1 or repeats() > 1:
         out.update(_variant_figures(runs, mins))
         out["ratio_vs_faust_min"] = out[f"{next(iter(runs))}_ratio_vs_faust_min"]
@@ -150,6 +158,7 @@ def _variant_figures(runs: dict[str, list[dict]], mins: list[dict]) -> dict:
         out[f"{name}_ratio_vs_faust_min"] = sorted(ratios)[len(ratios) // 2]
         out[f"{name}_ratios_per_round"] = ratios
         out[f"{name}_peak_rss_mb"] = round(_median(rs, "rss_mb")["rss_mb"], 1)
+        out[f"{name}_peak_rss_closeout_mb"] = round(_median(rs, "rss_closeout_mb")["rss_closeout_mb"], 1)
         out[f"{name}_engine_us_per_event"] = engine_us(_median(rs, "events_per_s")["stats"])[0]
     return out
 
@@ -196,7 +205,8 @@ async def processor_ingest_bench(bootstrap: str, n: int, minutes: int = 40) -> d
     topic = f"bench-via-ingest-{uuid.uuid4().hex[:6]}"
     wrote = await write_through_ingest(bootstrap, topic, events, PARTITIONS)
     print(f"els ingest wrote {wrote['written']} of {n} events in {wrote['seconds']:.1f}s", file=sys.stderr)
-    both = await faust_min_vs_processor(bootstrap, topic, wrote["written"], suffix="-via-ingest")
+    both = await faust_min_vs_processor(bootstrap, topic, wrote["written"], suffix="-via-ingest",
+                                        closeout_s=CLOSEOUT_SECONDS)
     return {"events": n, "event_minutes": minutes, "records": wrote["written"],
             "ingest_write_events_per_s": round(wrote["written"] / wrote["seconds"]),
             "ingest_connections": wrote["connections"],
