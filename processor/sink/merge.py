@@ -5,7 +5,9 @@ while the window is open. Datadog keeps the last value per series and timestamp,
 sum of every partition's latest share, never one share alone (that would replace the whole value). The merged
 windows live in the `sink` table, as JSON (Faust's changelog codec):
 - `<group>|<window start ms>` -> MergedWindow.to_dict(): `{"group", "ws", "op", "parts": {"<p>": {"seq", "bag"}}}`,
-  `op` being the outbox partition that owns it (its changelog partition);
+  `op` being the outbox partition that owns it (its changelog partition), each `bag` the partial's bag as JSON
+  text (a string: held so, a part costs a fifth of the memory of the decoded dict, and the sink table held the
+  most of a worker's memory after a backlog; the earlier format, the bag as an object, is still read);
 - `retries|<outbox partition>|<window start ms>` -> RetryCount.to_dict(): the sink's own retry counts (agent.py).
 
 Retention (keep_after_end_ms, docs/design.md "The sink's merge"): a merged window is deleted once the sink's
@@ -20,6 +22,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
+
+import orjson
 
 from processor.core.bag import Bag
 from processor.core.windows import month_start
@@ -53,7 +57,11 @@ class Part:
     """One processor partition's latest share of a window: `seq` orders its re-sends (its raw offset)."""
 
     seq: int
-    bag: dict  # Bag.to_dict(): merged only when rendering
+    bag: str  # Bag.to_dict() as JSON text: decoded only when rendering
+
+    @classmethod
+    def of(cls, seq: int, bag: dict | str) -> Part:
+        return cls(seq, bag if isinstance(bag, str) else orjson.dumps(bag).decode())
 
 
 @dataclass(slots=True)
@@ -71,12 +79,12 @@ class MergedWindow:
         """Keep this share unless a later one (higher seq) of the same partition is already here."""
         old = self.parts.get(p)
         if old is None or old.seq <= seq:
-            self.parts[p] = Part(seq, bag)
+            self.parts[p] = Part.of(seq, bag)
 
     def bag(self) -> Bag:
         merged = Bag()
         for part in self.parts.values():
-            merged.merge(Bag.from_dict(part.bag))
+            merged.merge(Bag.from_dict(orjson.loads(part.bag)))
         return merged
 
     def to_dict(self) -> dict:
@@ -85,7 +93,7 @@ class MergedWindow:
 
     @classmethod
     def from_dict(cls, d: dict) -> MergedWindow:
-        return cls(d["group"], d["ws"], d["op"], {p: Part(v["seq"], v["bag"]) for p, v in d["parts"].items()})
+        return cls(d["group"], d["ws"], d["op"], {p: Part.of(v["seq"], v["bag"]) for p, v in d["parts"].items()})
 
 
 @dataclass(slots=True)

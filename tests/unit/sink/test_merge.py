@@ -49,6 +49,16 @@ def test_latest_share_of_each_partition_is_merged_and_stored_in_the_table_format
     assert retries_key(1, T0) == f"retries|1|{T0}"
 
 
+def test_a_part_holds_its_bag_as_json_text_and_the_earlier_format_still_reads():
+    m = merge()
+    (merged,) = absorb_and_keep(m, [partial(0, 5, n=3)]).values()
+    stored = m.table[window_key("flow:f1", T0)]
+    assert isinstance(stored["parts"]["0"]["bag"], str)  # a string in memory and in the changelog
+    earlier = {**stored, "parts": {"0": {"seq": 5, "bag": partial(0, 5, n=3)["bag"]}}}  # the bag as an object
+    assert MergedWindow.from_dict(earlier) == merged
+    assert MergedWindow.from_dict(earlier).bag().counters["events"] == 3
+
+
 def test_windows_expire_by_the_sink_clock_not_the_wall_clock():
     m = merge()
     absorb_and_keep(m, [partial(0, 1)])
