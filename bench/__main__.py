@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from bench.procs import bench_broker, spawn, status_kb, stop
+from bench.procs import bench_broker, spawn, status_kb, stop, worker_stats
 from bench.variants import repeats, variants
 from common.kafka import client_kwargs
 from common.topics import ensure_topics
@@ -69,11 +69,7 @@ async def run_worker(cmd: list[str], env: dict, n: int, label: str, port: int | 
                 await asyncio.sleep(0.25)
                 if proc.poll() is not None:
                     raise RuntimeError(f"{label} exited; see var/bench-{label}.log")
-                try:
-                    async with s.get(f"http://127.0.0.1:{port}/els/stats/") as r:
-                        stats = await r.json()
-                except (aiohttp.ClientError, ValueError):
-                    continue
+                stats = await worker_stats(s, port)
                 done = stats.get("records", 0)
                 if done and first is None:
                     first = (time.monotonic(), done)

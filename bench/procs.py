@@ -41,6 +41,15 @@ def status_kb(pid: int, field: str) -> int:
     return 0
 
 
+async def worker_stats(session: aiohttp.ClientSession, port: int) -> dict:
+    """A worker's /els/stats/, or {} while it does not answer yet (starting) or answers something unreadable."""
+    try:
+        async with session.get(f"http://127.0.0.1:{port}/els/stats/") as r:
+            return await r.json()
+    except (aiohttp.ClientError, ValueError):
+        return {}
+
+
 async def wait_ready(url: str, proc: subprocess.Popen, label: str, timeout: float = 60) -> None:
     """Until a child HTTP server answers /readyz 200 (ingest: it reaches Kafka); its log is var/bench-<label>.log."""
     deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ import uuid
 import aiohttp
 
 from bench.__main__ import PARTITIONS, make_events, worker_env
-from bench.procs import bench_broker, spawn, status_kb, stop
+from bench.procs import bench_broker, spawn, status_kb, stop, worker_stats
 from bench.via_ingest import write_through_ingest
 from els.broker import free_port
 
@@ -42,7 +42,7 @@ async def timeline(n: int, after_s: float, settings: dict[str, str]) -> None:
             async with aiohttp.ClientSession() as s:
                 while done_at is None or time.monotonic() - done_at < after_s:
                     await asyncio.sleep(0.5)
-                    stats = await _stats(s, port)
+                    stats = await worker_stats(s, port)
                     rss, hwm = status_kb(proc.pid, "VmRSS") // 1024, status_kb(proc.pid, "VmHWM") // 1024
                     counters = " ".join(f"{k}={stats.get(k)}" for k in COUNTERS)
                     print(f"{time.monotonic() - start:6.1f}s rss={rss}MB peak={hwm}MB {counters}", flush=True)
@@ -52,14 +52,6 @@ async def timeline(n: int, after_s: float, settings: dict[str, str]) -> None:
                         raise RuntimeError("the worker exited or never finished; see var/bench-timeline.log")
         finally:
             stop(proc, log)
-
-
-async def _stats(session: aiohttp.ClientSession, port: int) -> dict:
-    try:
-        async with session.get(f"http://127.0.0.1:{port}/els/stats/") as r:
-            return await r.json()
-    except (aiohttp.ClientError, ValueError):
-        return {}
 
 
 def main() -> None:
