@@ -82,6 +82,9 @@ def explain(exc: BaseException, server: str, security: KafkaSecurity) -> Finding
     if isinstance(exc, ValueError) and p.sasl:  # aiokafka's SCRAM client: the server's proof did not verify
         return Finding(True, f"the SASL exchange with {server} failed ({exc}): check KAFKA_SASL_MECHANISM={m} "
                              "and KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD")
+    if isinstance(exc, ConnectionRefusedError):
+        return Finding(False, f"nothing accepts connections at {server} (connection refused): is the broker up, "
+                              "and is KAFKA_BOOTSTRAP_SERVERS right?")
     if isinstance(exc, TimeoutError):
         hint = (" (a TLS client facing a plaintext listener waits like this: check KAFKA_SECURITY_PROTOCOL)"
                 if p.tls else "")
@@ -97,13 +100,38 @@ def explain(exc: BaseException, server: str, security: KafkaSecurity) -> Finding
     return Finding(False, f"{server}: {exc!r}")
 
 
+async def _tls_alert(host: str, port: int, security: KafkaSecurity, timeout: float) -> ssl.SSLError | None:
+    """The alert a TLS server sends after the handshake when it refuses the client's certificate (TLS 1.3),
+    read without sending a request first: a request crossing the server's close draws a reset that can discard
+    the alert, so the client only sees a closed connection (measured: 9 in 150 under load)."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port, ssl=security.ssl_context)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        async with asyncio.timeout(timeout):
+            await reader.read(1)
+    except ssl.SSLError as exc:
+        return exc
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        writer.close()
+    return None
+
+
 async def _probe_one(host: str, port: int, security: KafkaSecurity, timeout: float) -> Finding | None:
     server = f"{host}:{port}"
     try:
         async with asyncio.timeout(timeout):
             conn = await create_conn(host, port, request_timeout_ms=int(timeout * 1000), **security.client_kwargs())
     except (OSError, errors.KafkaError, ValueError, TimeoutError) as exc:
-        return explain(exc, server, security)
+        finding = explain(exc, server, security)
+        if finding.refused or not (security.protocol.tls and isinstance(exc, errors.KafkaConnectionError)):
+            return finding
+        alert = await _tls_alert(host, port, security, min(timeout, 3.0))
+        return _tls_finding(alert, server, security) if alert is not None else finding
     conn.close()
     return None
 

@@ -283,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"els {args.command}: {exc}", file=sys.stderr)
         return 2
+    except ConnectionError as exc:  # Kafka unreachable at start (common.kafka_check says why): retryable, exit 1
+        print(f"els {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

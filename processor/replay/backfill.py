@@ -129,9 +129,8 @@ class Replay:
             await consumer.start()
         except KafkaError as exc:
             await consumer.stop()
-            # the cause in words, naming the setting to fix (an untrusted certificate, a refused password)
-            problem = await kafka_check.failure(self.cfg.bootstrap_list, self.cfg.kafka_security, exc)
-            raise ReplayError(str(problem)) from None
+            # the cause in words, naming the setting to fix: KafkaRefused (exit 2) or KafkaUnreachable (exit 1)
+            raise await kafka_check.failure(self.cfg.bootstrap_list, self.cfg.kafka_security, exc) from None
         try:
             await self._replay(consumer)
         finally:
