@@ -2,6 +2,7 @@
 
     BENCH_PROCESSORS="base:cwd=/path/to/old/checkout,new,buf:STREAM_BUFFER_MAXSIZE=10000,uv:loop=uvloop"
     BENCH_REPEAT=3   # every variant (and the minimal Faust agent) this many times, interleaved: medians
+                     # (the default: a single round's ratio moves by up to +-0.3 on a shared machine)
 
 A variant is `name[:key=value...]`: `cwd` runs the worker from another checkout (its code first on
 PYTHONPATH), `loop` runs it with `faust --loop <loop>`, any other key is an environment variable of the worker
@@ -56,4 +57,5 @@ def variants() -> list[Variant]:
 
 
 def repeats() -> int:
-    return max(1, int(os.environ.get("BENCH_REPEAT", "1")))
+    """Rounds of the processor scenarios: 3 by default, so `make bench` reports medians, not one draw."""
+    return max(1, int(os.environ.get("BENCH_REPEAT", "3")))
