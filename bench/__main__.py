@@ -147,12 +147,13 @@ def _median(runs: list[dict], key: str) -> dict:
 
 def _variant_figures(runs: dict[str, list[dict]], mins: list[dict]) -> dict:
     """Per variant: the median of its per-round ratios to the minimal agent (and every round's), its rate, RSS."""
-    out = {}
+    out = {"faust_min_events_per_s_per_round": [round(m["events_per_s"]) for m in mins]}
     for name, rs in runs.items():
         ratios = [round(r["events_per_s"] / fm["events_per_s"], 3) for r, fm in zip(rs, mins, strict=True)]
         out[f"{name}_events_per_s"] = round(_median(rs, "events_per_s")["events_per_s"])
         out[f"{name}_ratio_vs_faust_min"] = sorted(ratios)[len(ratios) // 2]
         out[f"{name}_ratios_per_round"] = ratios
+        out[f"{name}_events_per_s_per_round"] = [round(r["events_per_s"]) for r in rs]
         out[f"{name}_peak_rss_mb"] = round(_median(rs, "rss_mb")["rss_mb"], 1)
         out[f"{name}_peak_rss_closeout_mb"] = round(_median(rs, "rss_closeout_mb")["rss_closeout_mb"], 1)
         out[f"{name}_engine_us_per_event"] = engine_us(_median(rs, "events_per_s")["stats"])[0]
