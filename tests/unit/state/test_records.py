@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from processor.core.bag import Bag
 from processor.core.chains import Chain
@@ -67,3 +68,34 @@ def test_chain_round_trip_keeps_the_partition():
 def test_dumps_gives_exact_size_bytes():
     value = {"a": "x" * 3000}
     assert dumps(value) == orjson.dumps(value)
+
+
+def closed_chain(failed: bool) -> Chain:
+    """A chain closed by processor/core/chains.py's own `close`, with a helper that failed or not."""
+    from processor.core import chains
+
+    ch = Chain("root-1", 2)
+    ch.root_flow = ["100", "Root"]
+    status = "failed" if failed else "completed"
+    err = ["E_TYPE", "E42", "boom"] if failed else [None, None, None]
+    ch.execs = {"root-1": ["100", "Root", None, None, 10, 50, status, None, None, None],
+                "h-1": ["200", "Helper", "root-1", "Root", 20, 40, status, *err]}
+    chains.close(ch, status, 99)
+    return ch
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_a_closed_chain_round_trips_with_its_summary_stored_without_its_names(failed):
+    ch = closed_chain(failed)
+    data = encode_chain(ch)
+    back = decode_chain("root-1", data)
+    assert back == ch and list(back.closed) == list(ch.closed)  # same values, same key order
+    assert (back.closed["error"] == {"type": "E_TYPE", "code": "E42", "message": "boom"}) is failed
+    assert b'"had_failures"' not in data and b'"root_execution_id"' not in data
+
+
+def test_a_closed_chain_of_the_earlier_format_still_reads():
+    ch = closed_chain(True)
+    earlier = orjson.dumps([1, ch.partition, ch.last_news_ms, ch.first_ms, ch.root_flow, ch.seen, ch.execs,
+                            ch.closed_ms, ch.closed_off, ch.closed])
+    assert decode_chain("root-1", earlier) == ch
