@@ -7,11 +7,15 @@ required client certificate, plaintext against TLS) are tested for real in tests
 
 from __future__ import annotations
 
+import socket
 import ssl
+import threading
 
 import pytest
+import trustme
 from aiokafka import errors
 
+import common.kafka_check
 from common.kafka import KafkaSecurity
 from common.kafka_check import KafkaRefused, KafkaUnreachable, explain, failure, probe
 
@@ -105,10 +109,6 @@ class TlsServer:
     so OpenSSL writes its alert itself as a broker's TLS terminator does (asyncio's server drops it)."""
 
     def __init__(self, tmp_path, require_client_cert: bool):
-        import socket
-
-        import trustme
-
         ca = trustme.CA()
         ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -133,8 +133,6 @@ class TlsServer:
                 pass
 
     async def __aenter__(self) -> str:
-        import threading
-
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
         return f"127.0.0.1:{self.listener.getsockname()[1]}"
@@ -149,7 +147,6 @@ def lose_the_alert(monkeypatch):
     """What a loaded machine does at times (9 probes in 150 under load): the request the client sends after
     its handshake crosses the server's close, the reset discards the server's alert, and aiokafka only sees a
     closed connection."""
-    import common.kafka_check
 
     async def closed(*args, **kwargs):
         raise errors.KafkaConnectionError("Connection at 127.0.0.1 closed")
