@@ -293,3 +293,16 @@ def test_a_chain_closing_after_its_window_is_gone_does_not_recreate_it():
     h.run([h.tick(T0 + 400_000)])  # timed out now
     assert ("chain:f1", T0) not in h.partials and f"0|chain:f1|{T0}" not in h.windows
     assert any(log.get("chain", {}).get("status") == "timed_out" for log in h.logs)
+
+
+def test_the_window_key_cache_stays_bounded_over_a_long_run(monkeypatch):
+    """A worker runs for days: its partition's window keys are a cache, not a record of every window seen."""
+    from processor.engine import step as step_module
+
+    monkeypatch.setattr(step_module, "KEY_CACHE_MAX", 50)
+    h = Harness(lateness_ms=0)
+    for i in range(200):  # 200 windows, each with a flow and the pipeline counters: 400 keys
+        h.run([h.rec(ev("FLOW_START", T0 + i * W, ex=f"e{i}"), received_ms=T0 + i * W)])
+    assert 0 < len(h.engine._keys[0]) <= 50
+    h.run([h.tick(T0 + 201 * W)])
+    assert count(h.bag("flow:f1", T0 + 199 * W), "events") == 1
