@@ -2,17 +2,19 @@
 
 Built from the environment at import, because that is how Faust's command line finds it; the wiring is in
 processor/worker.py. Importing this module makes the process a worker, so it also chooses uvloop as the event
-loop (unless `faust --loop` or FAUST_LOOP chose one) and tunes the garbage collector (processor/runtime.py).
-Faust imports this module before it creates its event loop, so the choice takes effect.
+loop (unless `faust --loop` or FAUST_LOOP chose one), limits the C heaps and tunes the garbage collector
+(processor/runtime.py). Faust imports this module before it creates its event loop and its consumer thread, so
+the choices take effect.
 """
 
 from pathlib import Path
 
 from common.config import Config
-from processor.runtime import tune_gc, use_uvloop
+from processor.runtime import limit_malloc_arenas, tune_gc, use_uvloop
 from processor.worker import create_app
 
 use_uvloop()
+limit_malloc_arenas()
 app = create_app(Config.from_env())
 
 

@@ -34,6 +34,7 @@ from processor.web.tables import table_help
 # Faust agent, 201 MB peak; 4,096 -> 1.18, 187 MB; 2,000 -> 1.28, 183 MB; 1,000 -> 1.27, 180 MB.
 BATCH_MAX = 2000
 BATCH_WITHIN_SECONDS = 1.0
+CONSUMER_FETCH_BYTES = 2 * 1024 * 1024
 log = logging.getLogger("els.processor")
 
 
@@ -54,6 +55,11 @@ def create_app(cfg: Config) -> faust.App:
         web_port=cfg.els_web_port,
         web_bind="0.0.0.0",
         autodiscover=False,
+        # 2 MiB fetched per partition (Faust's default: 1 MiB): a topic written by ingest holds one small record
+        # batch per event, and larger fetches keep Faust's consumer thread ahead of the agent. A/B on the
+        # 100k-event backlog (docs/benchmarks.md, session 6): +6 % events/s; 4 MiB: +8 % but +15-20 MB of peak
+        # RSS, as aiokafka parses a partition's whole fetch at once. Faust's CONSUMER_MAX_FETCH_SIZE overrides it.
+        consumer_max_fetch_size=CONSUMER_FETCH_BYTES,
         producer_acks=-1,
         # state flushes go out as record batches (processor/state/changelog.py): 16 KiB ones (the default)
         # would each wait for the previous one to be sent; 512 KiB keep a request under 1 MB

@@ -9,3 +9,13 @@ def test_free_memory_is_released_where_the_c_library_can_and_never_fails_elsewhe
     runtime.release_free_memory()  # glibc here: malloc_trim
     monkeypatch.setattr(runtime, "_MALLOC_TRIM", None)
     runtime.release_free_memory()  # musl, macOS: nothing to do
+
+
+def test_malloc_arenas_are_limited_unless_the_operator_chose_or_the_c_library_cannot(monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert runtime.limit_malloc_arenas()  # glibc here: mallopt(M_ARENA_MAX, 2) succeeds
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert not runtime.limit_malloc_arenas()  # glibc read the operator's own setting at start
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.setattr(runtime, "_MALLOPT", None)
+    assert not runtime.limit_malloc_arenas()  # musl, macOS: nothing to do
