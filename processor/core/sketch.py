@@ -106,9 +106,17 @@ class Sketch:
 
 def quantile(s: Sketch, q: float) -> float | None:
     """The q-quantile (0..1), within 1% relative error, clamped to the exact [min, max]; None when empty."""
+    return quantiles(s, (q,)).get(q)
+
+
+def quantiles(s: Sketch, qs) -> dict[float, float]:
+    """Several quantiles of one sketch (as `quantile`), from one rebuilt DDSketch: a window renders three of its
+    duration sketch, and rebuilding it for each was the largest single cost of the sink's rendering (py-spy).
+    Empty when the sketch is."""
     if not s.count:
-        return None
-    return min(max(s.get_quantile_value(q), s.min), s.max)
+        return {}
+    d = s.as_ddsketch()
+    return {q: min(max(d.get_quantile_value(q), s.min), s.max) for q in qs}
 
 
 def _num(x: float) -> float | int:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from common.config import Config
 from processor.core.bag import ENDED, OUTCOMES, STEPS_N, Bag
-from processor.core.sketch import quantile
+from processor.core.sketch import quantiles
 from processor.core.tags import cap, parse_dd_tags, split_key, tag_value
 from processor.core.windows import window_start
 from processor.sink.merge import MergedWindow
@@ -120,11 +120,18 @@ def render_series(group: str, window_start_ms: int, window_seconds: int, bag: Ba
     if steps_n > 0:
         out.append(_series(f"{prefix}.steps.avg", GAUGE, ts, bag.counters.get("steps", 0) / steps_n, common,
                            None))
+    return out + _sketch_series(bag, prefix, ts, common)
+
+
+def _sketch_series(bag: Bag, prefix: str, ts: int, tags: list[str]) -> list[dict]:
+    """The gauges of each duration sketch (SKETCH_GAUGES): avg and max exact, percentiles from the sketch."""
+    out = []
     for name, gauges in SKETCH_GAUGES.items():
         sk = bag.sketches.get(name)
         if sk is None or not sk.count:
             continue
+        qs = quantiles(sk, [q for _, q in gauges if isinstance(q, float)])
         for suffix, q in gauges:
-            value = sk.sum / sk.count if q == "avg" else sk.max if q == "max" else quantile(sk, q)
-            out.append(_series(f"{prefix}.{name}.{suffix}", GAUGE, ts, value, common, None))
+            value = sk.sum / sk.count if q == "avg" else sk.max if q == "max" else qs[q]
+            out.append(_series(f"{prefix}.{name}.{suffix}", GAUGE, ts, value, tags, None))
     return out

@@ -12,7 +12,7 @@ from ddsketch import DDSketch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.core.sketch import Sketch, from_compact, quantile, to_compact
+from processor.core.sketch import Sketch, from_compact, quantile, quantiles, to_compact
 
 QS = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)
 
@@ -195,3 +195,15 @@ def test_any_split_and_order_of_merges_gives_the_union(values, cuts, rnd):
     for p in parts:
         merged.merge(roundtrip(sketch_of(p)))
     assert to_compact(merged) == to_compact(sketch_of(values))
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+def test_several_quantiles_at_once_equal_each_alone_from_one_rebuilt_ddsketch(name, monkeypatch):
+    s = sketch_of(DISTRIBUTIONS[name])
+    alone = {q: quantile(s, q) for q in QS}
+    built = []
+    rebuild = Sketch.as_ddsketch
+    monkeypatch.setattr(Sketch, "as_ddsketch", lambda self: built.append(1) or rebuild(self))
+    assert quantiles(s, QS) == alone
+    assert len(built) == 1
+    assert quantiles(Sketch(), QS) == {}
