@@ -24,6 +24,7 @@ give equal compact forms.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from ddsketch import DDSketch
 from ddsketch.mapping import LogarithmicMapping
@@ -104,15 +105,10 @@ class Sketch:
         return f"Sketch(n={self.count}, min={self.min}, max={self.max})"
 
 
-def quantile(s: Sketch, q: float) -> float | None:
-    """The q-quantile (0..1), within 1% relative error, clamped to the exact [min, max]; None when empty."""
-    return quantiles(s, (q,)).get(q)
-
-
-def quantiles(s: Sketch, qs) -> dict[float, float]:
-    """Several quantiles of one sketch (as `quantile`), from one rebuilt DDSketch: a window renders three of its
-    duration sketch, and rebuilding it for each was the largest single cost of the sink's rendering (py-spy).
-    Empty when the sketch is."""
+def quantiles(s: Sketch, qs: Iterable[float]) -> dict[float, float]:
+    """Each q-quantile (0..1), within 1% relative error, clamped to the exact [min, max]; empty when the sketch
+    is. One DDSketch is rebuilt for all of them: a window renders three of its duration sketch, and rebuilding it
+    for each was the largest single cost of the sink's rendering (py-spy)."""
     if not s.count:
         return {}
     d = s.as_ddsketch()

@@ -11,8 +11,8 @@ from processor.state.keys import PIPELINE, WindowKey
 from processor.state.transaction import PartitionTransaction
 
 # A partition's window keys, kept while its windows are in use. The windows an event stream touches at once are a
-# few hundred (its groups times the windows it is in, lateness included); 100,000 per partition held ~35 MB per
-# partition in a worker that ran for days, for keys no event asked for again.
+# few hundred (its groups times the windows it is in, lateness included); 100,000 per partition, at ~350 bytes a
+# key, could hold ~35 MB per partition in a worker running for days, for keys no event asks for again.
 KEY_CACHE_MAX = 4_096
 
 
