@@ -63,6 +63,20 @@ class Bag:
         for tag, value in other.labels.items():
             self.label(tag, value, other.label_ms.get(tag, 0))
 
+    def merge_dict(self, d: dict) -> None:
+        """merge(Bag.from_dict(d)) without building the other Bag (the sink's rendering merges encoded shares)."""
+        c = self.counters
+        for k, v in (d.get("c") or {}).items():
+            c[k] = c.get(k, 0) + v
+        for k, compact in (d.get("s") or {}).items():
+            mine = self.sketches.get(k)
+            if mine is None:
+                mine = self.sketches[k] = Sketch()
+            mine.merge_compact(compact)
+        lt = d.get("lt") or {}
+        for tag, value in (d.get("l") or {}).items():
+            self.label(tag, value, lt.get(tag, 0))
+
     def to_dict(self) -> dict:
         d: dict = {"c": self.counters}
         if self.sketches:

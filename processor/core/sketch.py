@@ -80,6 +80,21 @@ class Sketch:
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
 
+    def merge_compact(self, obj: dict) -> None:
+        """merge(from_compact(obj)) without building the other Sketch: the sink merges every partition's encoded
+        share of a window each time it renders one."""
+        if not obj or not obj.get("n"):
+            return
+        for mine, first, encoded in ((self.pos, obj.get("k"), obj.get("b")), (self.neg, obj.get("nk"), obj.get("nb"))):
+            if encoded:
+                for k, c in _bins(int(first), encoded):
+                    mine[k] = mine.get(k, 0) + c
+        self.zero += obj.get("z", 0)
+        self.count += obj["n"]
+        self.sum += obj["s"]
+        self.min = min(self.min, obj["lo"])
+        self.max = max(self.max, obj["hi"])
+
     def get_quantile_value(self, q: float) -> float | None:
         """DDSketch's q-quantile of these bins (unclamped); None when empty."""
         return self.as_ddsketch().get_quantile_value(q) if self.count else None
@@ -107,12 +122,37 @@ class Sketch:
 
 def quantiles(s: Sketch, qs: Iterable[float]) -> dict[float, float]:
     """Each q-quantile (0..1), within 1% relative error, clamped to the exact [min, max]; empty when the sketch
-    is. One DDSketch is rebuilt for all of them: a window renders three of its duration sketch, and rebuilding it
-    for each was the largest single cost of the sink's rendering (py-spy)."""
+    is. Read from the bins in one sorted pass, as DDSketch.get_quantile_value reads its stores (rank q * (n - 1);
+    the negative store from its far end): rebuilding a DDSketch bin by bin for this was most of the sink's
+    rendering after a backlog (docs/benchmarks.md, session 7). tests/unit/core/test_sketch.py pins it against
+    DDSketch itself: a DDSketch fed the same values, and one rebuilt from the bins, give the same values."""
     if not s.count:
         return {}
-    d = s.as_ddsketch()
-    return {q: min(max(d.get_quantile_value(q), s.min), s.max) for q in qs}
+    neg, pos = sorted(s.neg.items()), sorted(s.pos.items())
+    neg_n = sum(c for _, c in neg)
+    pos_n = sum(c for _, c in pos)
+    n = pos_n + neg_n + s.zero
+    out = {}
+    for q in qs:
+        rank = q * (n - 1)
+        if rank < neg_n:
+            value = -_MAPPING.value(_key_at_rank(neg, neg_n - rank - 1, lower=False))
+        elif rank < s.zero + neg_n:
+            value = 0
+        else:
+            value = _MAPPING.value(_key_at_rank(pos, rank - s.zero - neg_n, lower=True))
+        out[q] = min(max(value, s.min), s.max)
+    return out
+
+
+def _key_at_rank(bins: list[tuple[int, float]], rank: float, lower: bool) -> int:
+    """The key holding `rank` in key-ordered bins: ddsketch's DenseStore.key_at_rank, on sparse bins."""
+    running = 0.0
+    for k, c in bins:
+        running += c
+        if (lower and running > rank) or (not lower and running >= rank + 1):
+            return k
+    return bins[-1][0]
 
 
 def _num(x: float) -> float | int:
@@ -134,8 +174,8 @@ def _encode_bins(bins: dict[int, float]) -> tuple[int, list] | None:
     return keys[0], out
 
 
-def _decode_bins(first_key: int, encoded: list) -> dict[int, float]:
-    bins: dict[int, float] = {}
+def _bins(first_key: int, encoded: list):
+    """(key, count) of each non-empty bin of an encoded run (_encode_bins)."""
     k = first_key
     for c in encoded:
         if c < 0:
@@ -143,9 +183,8 @@ def _decode_bins(first_key: int, encoded: list) -> dict[int, float]:
         elif c == 0:
             k += 1
         else:
-            bins[k] = c
+            yield k, c
             k += 1
-    return bins
 
 
 def to_compact(s: Sketch) -> dict:
@@ -172,9 +211,9 @@ def from_compact(obj: dict) -> Sketch:
     if not obj or not obj.get("n"):
         return s
     if "b" in obj:
-        s.pos = _decode_bins(int(obj["k"]), obj["b"])
+        s.pos = dict(_bins(int(obj["k"]), obj["b"]))
     if "nb" in obj:
-        s.neg = _decode_bins(int(obj["nk"]), obj["nb"])
+        s.neg = dict(_bins(int(obj["nk"]), obj["nb"]))
     s.zero = obj.get("z", 0)
     s.count = obj["n"]
     s.sum = obj["s"]

@@ -33,32 +33,50 @@ def gzip_body(obj) -> bytes:
     return gzip.compress(orjson.dumps(obj), compresslevel=6)
 
 
+def gzip_bound(n: int) -> int:
+    """The most gzip can make of n bytes (deflate's stored blocks: 5 bytes per 16 KB at worst, plus gzip's 18
+    bytes of header and trailer; zlib's deflateBound is tighter): a body this small fits without compressing it."""
+    return n + (n >> 12) + 64
+
+
 def chunk_items(items: list, max_entries: int, max_bytes: int) -> list[list]:
     """Split items so that each chunk has at most max_entries items and at most max_bytes of JSON."""
-    chunks: list[list] = []
+    return [chunk for chunk, _size in _sized_chunks(items, max_entries, max_bytes)]
+
+
+def _sized_chunks(items: list, max_entries: int, max_bytes: int) -> list[tuple[list, int]]:
+    """chunk_items with each chunk's JSON size. The usual flush fits in one request: one dump of the whole list
+    tells so, instead of one per item."""
+    if len(items) <= max_entries:
+        size = len(orjson.dumps(items))
+        if size <= max_bytes:
+            return [(items, size)] if items else []
+    chunks: list[tuple[list, int]] = []
     current: list = []
     size = 2  # the brackets
     for item in items:
         n = len(orjson.dumps(item)) + 1
         if current and (len(current) >= max_entries or size + n > max_bytes):
-            chunks.append(current)
+            chunks.append((current, size))
             current, size = [], 2
         current.append(item)
         size += n
     if current:
-        chunks.append(current)
+        chunks.append((current, size))
     return chunks
 
 
 def series_requests(series: list[dict]) -> list[list[dict]]:
-    """Series grouped into request-sized batches (both the uncompressed and the compressed limit hold)."""
+    """Series grouped into request-sized batches (both the uncompressed and the compressed limit hold). Only a
+    batch whose JSON could exceed the compressed limit even as gzip's worst case is compressed to check."""
     out = []
-    pending = chunk_items(series, 10**9, SERIES_MAX_UNCOMPRESSED - 1024)
+    pending = _sized_chunks(series, 10**9, SERIES_MAX_UNCOMPRESSED - 1024)
     while pending:
-        chunk = pending.pop()
-        if len(chunk) > 1 and len(gzip_body({"series": chunk})) > SERIES_MAX_COMPRESSED:
+        chunk, size = pending.pop()
+        if len(chunk) > 1 and gzip_bound(size + len('{"series":}')) > SERIES_MAX_COMPRESSED \
+                and len(gzip_body({"series": chunk})) > SERIES_MAX_COMPRESSED:
             mid = len(chunk) // 2
-            pending += [chunk[:mid], chunk[mid:]]
+            pending += [(half, len(orjson.dumps(half))) for half in (chunk[:mid], chunk[mid:])]
             continue
         out.append(chunk)
     return out

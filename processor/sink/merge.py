@@ -84,7 +84,7 @@ class MergedWindow:
     def bag(self) -> Bag:
         merged = Bag()
         for part in self.parts.values():
-            merged.merge(Bag.from_dict(orjson.loads(part.bag)))
+            merged.merge_dict(orjson.loads(part.bag))
         return merged
 
     def to_dict(self) -> dict:

@@ -289,6 +289,20 @@ def test_merge_is_associative_and_commutative(a, b, c):
     assert clone(a) == a
 
 
+@settings(max_examples=150, deadline=None)
+@given(bags(), bags())
+def test_merging_an_encoded_bag_equals_merging_the_decoded_one(a, b):
+    """The sink merges partitions' shares as JSON (Bag.merge_dict): the same bag as merge(from_dict(...))."""
+    encoded = orjson.loads(orjson.dumps(b.to_dict()))
+    direct, decoded = clone(a), clone(a)
+    direct.merge_dict(encoded)
+    decoded.merge(Bag.from_dict(encoded))
+    assert direct == decoded
+    empty = Bag()
+    empty.merge_dict(encoded)
+    assert empty == b
+
+
 # -- contributions --------------------------------------------------------------------------------------------
 def test_add_event_contributions():
     b = Bag()

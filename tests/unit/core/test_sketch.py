@@ -198,12 +198,34 @@ def test_any_split_and_order_of_merges_gives_the_union(values, cuts, rnd):
 
 
 @pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
-def test_several_quantiles_at_once_equal_each_alone_from_one_rebuilt_ddsketch(name, monkeypatch):
-    s = sketch_of(DISTRIBUTIONS[name])
-    alone = {q: min(max(s.get_quantile_value(q), s.min), s.max) for q in QS}  # each from its own DDSketch
-    built = []
-    rebuild = Sketch.as_ddsketch
-    monkeypatch.setattr(Sketch, "as_ddsketch", lambda self: built.append(1) or rebuild(self))
-    assert quantiles(s, QS) == alone
-    assert len(built) == 1
+def test_quantiles_read_from_the_bins_equal_ddsketchs_own(name):
+    """quantiles() reads the bins itself: the same values as DDSketch, fed the values or rebuilt from the bins,
+    clamped to the exact min/max (negative and zero values included)."""
+    values = DISTRIBUTIONS[name] + [-3.5, -1200.0, -1200.0] * (name == "with_zeros")
+    s, fed = sketch_of(values), DDSketch(0.01)
+    for v in values:
+        fed.add(v)
+    clamp = lambda v: min(max(v, s.min), s.max)  # noqa: E731
+    assert quantiles(s, QS) == {q: clamp(fed.get_quantile_value(q)) for q in QS}
+    assert quantiles(s, QS) == {q: clamp(s.as_ddsketch().get_quantile_value(q)) for q in QS}
     assert quantiles(Sketch(), QS) == {}
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.floats(min_value=-1e6, max_value=1e7, allow_nan=False), min_size=1, max_size=300),
+       st.lists(st.floats(min_value=0, max_value=1), min_size=1, max_size=6))
+def test_quantiles_equal_ddsketch_for_any_values(values, qs):
+    s, fed = sketch_of(values), DDSketch(0.01)
+    for v in values:
+        fed.add(v)
+    assert quantiles(s, qs) == {q: min(max(fed.get_quantile_value(q), s.min), s.max) for q in qs}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(min_value=-1e6, max_value=1e7, allow_nan=False), max_size=100),
+       st.lists(st.floats(min_value=-1e6, max_value=1e7, allow_nan=False), max_size=100))
+def test_merging_an_encoded_sketch_equals_merging_the_decoded_one(a, b):
+    direct, decoded = sketch_of(a), sketch_of(a)
+    direct.merge_compact(to_compact(sketch_of(b)))
+    decoded.merge(from_compact(to_compact(sketch_of(b))))
+    assert to_compact(direct) == to_compact(decoded)

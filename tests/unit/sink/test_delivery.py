@@ -39,6 +39,22 @@ def test_small_workload_is_one_request():
     assert len(series_requests([series(i) for i in range(500)])) == 1
 
 
+def test_series_batches_are_compressed_only_when_they_could_exceed_the_compressed_limit(monkeypatch):
+    compressed = []
+    real = delivery.gzip_body
+    monkeypatch.setattr(delivery, "gzip_body", lambda obj: compressed.append(obj) or real(obj))
+    assert len(series_requests([series(i) for i in range(500)])) == 1
+    assert compressed == []  # ~100 KB of JSON: even gzip's worst case fits
+    assert len(series_requests([series(i, tags=40) for i in range(3000)])) >= 1
+    assert compressed  # ~3 MB: only compressing tells
+
+
+@pytest.mark.parametrize("n", [1, 1000, 16_384, 65_536, 499_000])
+def test_gzip_bound_holds_for_incompressible_bodies(n):
+    body = random.Random(n).randbytes(n)
+    assert len(gzip.compress(body, compresslevel=6)) <= delivery.gzip_bound(n)
+
+
 def test_log_batches_respect_count_and_size():
     logs = [{"message": "x" * 1000, "i": i} for i in range(4500)]
     batches = log_requests(logs)
