@@ -49,7 +49,7 @@ class Sketch:
         self.min: float = math.inf
         self.max: float = -math.inf
 
-    def add(self, value: float, weight: float = 1.0) -> None:
+    def add(self, value: float, weight: float = 1) -> None:
         if weight <= 0:
             raise ValueError(f"weight must be positive, got {weight!r}")
         if value > _SMALLEST:
@@ -160,16 +160,20 @@ def _num(x: float) -> float | int:
 
 
 def _encode_bins(bins: dict[int, float]) -> tuple[int, list] | None:
-    keys = sorted(k for k, c in bins.items() if c)
-    if not keys:
+    """A bin dict as its first key and the run of counts; bins never hold a zero count (add refuses a weight
+    that is not positive, decoding skips empty bins), so every key is a bin. Counts are ints unless a caller
+    weighted with floats: this runs for every window record written and every partial sent."""
+    if not bins:
         return None
+    keys = sorted(bins)
     out: list = []
     prev = keys[0] - 1
     for k in keys:
         gap = k - prev - 1
         if gap:
             out.append(0 if gap == 1 else -gap)
-        out.append(_num(bins[k]))
+        c = bins[k]
+        out.append(c if type(c) is int else _num(c))
         prev = k
     return keys[0], out
 

@@ -52,7 +52,7 @@ class Outputs:
 def partial_item(key: WindowKey, rec: WindowRecord, seq: int, final: bool) -> tuple[bytes, dict]:
     return (outbox_key(key.group, key.start),
             {"kind": "partial", "p": key.partition, "group": key.group, "ws": key.start, "seq": seq,
-             "final": final, "bag": rec.bag.to_dict()})
+             "final": final, "bag": rec.bag_dict()})
 
 
 def log_item(trace_id: str, item: dict) -> tuple[bytes, dict]:

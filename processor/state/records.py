@@ -40,10 +40,21 @@ class WindowRecord:
     closed: bool = False
     dirty: bool = False          # changed since its last partial
     closed_off: int | None = None  # the raw offset (a tick, or an event in replay) whose processing closed it
+    # the bag's encoded form, made once for both the partial a tick emits and the record written after it
+    # (encoding the sketches was a fifth of a close-out's engine time); whoever changes the bag clears it
+    _bag_dict: dict | None = field(default=None, compare=False, repr=False)
+
+    def bag_dict(self) -> dict:
+        """Bag.to_dict() of the bag as it is now (cached until `bag_changed`)."""
+        if self._bag_dict is None:
+            self._bag_dict = self.bag.to_dict()
+        return self._bag_dict
+
+    def bag_changed(self) -> None:
+        self._bag_dict = None
 
     def to_bytes(self) -> bytes:
-        return dumps([FORMAT, self.closed, self.dirty, self.closed_off, self.applied.flat(),
-                             self.bag.to_dict()])
+        return dumps([FORMAT, self.closed, self.dirty, self.closed_off, self.applied.flat(), self.bag_dict()])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> WindowRecord:

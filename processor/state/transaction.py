@@ -149,6 +149,7 @@ class PartitionTransaction:
         if rec.closed:
             return False
         fn(rec.bag, arg)
+        rec.bag_changed()
         if not rec.dirty:
             rec.dirty = True
             self.window_changed(key)

@@ -45,6 +45,20 @@ def test_an_offset_the_stored_window_holds_is_skipped():
     assert rec.bag.counters == {"events": 1} and rec.applied.spans == [[0, 10]]
 
 
+def test_a_bag_encoded_for_a_partial_is_encoded_again_once_an_event_changed_it():
+    """The encoded bag is made once for a tick's partial and the record after it, but never outlives a change."""
+    t = txn()
+    def sample(bag: Bag, ms: float) -> None:
+        bag.sample("duration", ms)
+
+    t.add(KEY, WK, 0, sample, 250.0)
+    assert t.window(KEY, WK).bag_dict()["s"]["duration"]["n"] == 1  # what a partial would carry
+    t.add(KEY, WK, 1, sample, 900.0)
+    t.batch_done([0, 1])
+    rec = WindowRecord.from_bytes(t.writes().windows[KEY])
+    assert rec.bag.sketches["duration"].count == 2
+
+
 def test_a_closed_window_takes_nothing():
     t = txn(windows={KEY: WindowRecord(closed=True).to_bytes()})
     assert not t.add(KEY, WK, 3, Bag.count, "events")
