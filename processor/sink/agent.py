@@ -108,7 +108,7 @@ class SinkAgent:
         by_op: dict[int, dict] = defaultdict(dict)
         for key, merged in touched.items():
             by_op[merged.op][key] = merged.to_dict()
-        if time.monotonic() - self.last_cleanup > CLEANUP_EVERY_S:
+        if series and time.monotonic() - self.last_cleanup > CLEANUP_EVERY_S:  # never an owed window unsent
             self.last_cleanup = time.monotonic()
             for op in {e.message.partition for e in events}:
                 by_op[op].update(dict.fromkeys(sink.expired_keys(op, now_ms)))

@@ -43,9 +43,9 @@ def with_logs(*items: dict, n: int = 1000) -> dict:
     return {"kind": "batch", "items": [*items] + [{"kind": "log", "item": {"message": f"chain {i}"}} for i in range(n)]}
 
 
-def agent_on(client: ScriptedClient) -> SinkAgent:
-    sink, _ = make_sink(client)
-    return SinkAgent(Config.from_env({}), sink, TableWriter(), sink.table)
+def agent_on(client: ScriptedClient, **env) -> SinkAgent:
+    sink, _ = make_sink(client, **env)
+    return SinkAgent(Config.from_env(env), sink, TableWriter(), sink.table)
 
 
 def events_values_sent(client: ScriptedClient) -> list[float]:
@@ -106,3 +106,21 @@ async def test_a_failed_logs_only_flush_keeps_its_records_held():
     agent.buffer.add(first, 0, with_logs(partial(0, 5, 3, WS_A)), 1.0)
     await agent.flush(series=False)
     assert agent.buffer.events == [first] and first.value is not None and agent.taken == []
+
+
+async def test_an_owed_window_past_its_retention_is_sent_before_it_is_deleted():
+    """The table's cleanup runs only in full flushes, after the owed windows were sent."""
+    client = ScriptedClient()
+    agent = agent_on(client, ELS_WINDOW_SECONDS="60", ELS_LATENESS_SECONDS="0", ELS_SESSION_TIMEOUT_SECONDS="6",
+                     ELS_REBALANCE_TIMEOUT_SECONDS="3")  # kept 60 s after its end
+    old = WS_A - 4 * 60_000
+    agent.last_cleanup = time.monotonic()  # no cleanup in this first flush: the window is in the table
+    agent.buffer.add(Event(0), 0, partial(0, 5, 3, old), 1.0)
+    await agent.flush()
+    agent.last_cleanup = 0.0  # cleanup due from here on
+    agent.buffer.add(Event(0), 0, with_logs(partial(1, 6, 1, old), partial(0, 6, 1, WS_B)), 2.0)
+    await agent.flush(series=False)
+    assert agent.sink.expired_keys(0, int(time.time() * 1000)) == [f"flow:f1|{old}"]
+    assert f"flow:f1|{old}" in agent.sink.table
+    await agent.flush()
+    assert sorted(events_values_sent(client)) == [1, 3, 4]  # old (3), then old (3 + 1) and B (1)
