@@ -22,6 +22,7 @@ import pstats
 import tempfile
 import time
 import zlib
+from types import SimpleNamespace
 
 import orjson
 
@@ -34,6 +35,7 @@ from processor.sink.agent import SinkAgent
 from processor.sink.client import DatadogClient
 from processor.sink.merge import MergedWindow
 from processor.sink.sink import Sink
+from processor.state.transaction import apply_writes
 
 SETTINGS = Settings(window_ms=60_000, lateness_ms=3_600_000, quiet_ms=30_000, timeout_ms=3_600_000,
                     logs=frozenset({"failures", "chains"}))
@@ -77,11 +79,7 @@ class Table(dict):
     """The sink table: persist applies the writes, as the worker's changelog writer does to its local store."""
 
     async def persist(self, table: dict, op: int, writes: dict) -> list:
-        for key, value in writes.items():
-            if value is None:
-                table.pop(key, None)
-            else:
-                table[key] = value
+        apply_writes(table, writes)
         return []
 
 
@@ -90,7 +88,7 @@ class HeldRecord:
 
     def __init__(self, op: int):
         self.value = None
-        self.message = type("Message", (), {"partition": op, "value": None})()
+        self.message = SimpleNamespace(partition=op, value=None)
 
     def ack(self) -> None:
         pass

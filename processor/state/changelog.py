@@ -22,6 +22,8 @@ import time
 import faust
 import orjson
 
+from processor.state.transaction import apply_writes
+
 
 class KafkaOut:
     """The worker's producer: plain sends, and state writes (local store + changelog partition)."""
@@ -48,14 +50,10 @@ class KafkaOut:
         ts = int(time.time() * 1000)
         dumps = orjson.dumps
         futures = []
+        apply_writes(data, writes)
         batch = producer.create_batch()
         for key, value in writes.items():
-            if value is None:
-                data.pop(key, None)
-                encoded = None
-            else:
-                data[key] = value
-                encoded = value if isinstance(value, bytes) else dumps(value)
+            encoded = value if value is None or isinstance(value, bytes) else dumps(value)
             kb = dumps(key)
             if batch.append(timestamp=ts, key=kb, value=encoded) is None:  # full: send it, start another
                 futures.append(await producer.send_batch(batch, topic, partition=p))

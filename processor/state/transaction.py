@@ -47,13 +47,18 @@ class Writes:
 
     def apply_to(self, chains: MutableMapping[str, bytes], windows: MutableMapping[str, bytes]) -> None:
         """Write into plain stores (replay, tests, benches), the clock last as the worker writes it."""
-        for store, records in ((chains, self.chains), (windows, self.windows)):
-            for key, value in records.items():
-                if value is None:
-                    store.pop(key, None)
-                else:
-                    store[key] = value
+        apply_writes(chains, self.chains)
+        apply_writes(windows, self.windows)
         windows[self.clock_key] = self.clock
+
+
+def apply_writes(store: MutableMapping, writes: dict) -> None:
+    """Apply state writes to a table's store: a value is written, None deletes the key."""
+    for key, value in writes.items():
+        if value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
 
 
 class PartitionTransaction:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 from common.config import Config
 from processor.sink.agent import SinkAgent
+from processor.state.transaction import apply_writes
 from tests.unit.sink.test_delivery import ScriptedClient, make_sink, partial
 
 WS_A = int(time.time()) // 60 * 60_000 - 60_000  # recent windows: Datadog would drop points over an hour old
@@ -31,11 +32,7 @@ class TableWriter:
     """The agent's producer: persist applies the writes to the table (what ChangelogWriter does locally)."""
 
     async def persist(self, table: dict, op: int, writes: dict) -> list[asyncio.Future]:
-        for key, value in writes.items():
-            if value is None:
-                table.pop(key, None)
-            else:
-                table[key] = value
+        apply_writes(table, writes)
         return []
 
 

@@ -16,6 +16,7 @@ from processor.batch import EMIT_EARLY_ITEMS, BatchApplier
 from processor.engine import TICK_KEY, Engine, FlushPolicy
 from processor.pipeline import WorkerStats
 from processor.state.positions import Positions
+from processor.state.transaction import apply_writes
 from tests.unit.engine.test_engine import T0, ev, settings
 
 
@@ -44,11 +45,7 @@ class Kafka:
     async def persist(self, table, p, writes):
         name = table.changelog_topic.get_topic_name()
         kind = "clock" if all(k.endswith("|clock") for k in writes) else name
-        for k, v in writes.items():
-            if v is None:
-                table.data.pop(k, None)
-            else:
-                table.data[k] = v
+        apply_writes(table.data, writes)
         self.log.append(("send", kind))
         return [self._future(kind)]
 
