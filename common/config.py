@@ -69,6 +69,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Consumer-group session timeout: how long a worker that died without leaving holds its partitions.",
             float),
     Setting("ELS_DATA_DIR", "var/faust", "Faust's data directory (the worker's local files)."),
+    Setting("ELS_KAFKA_CACHE", None, "Where `els kafka` keeps Apache Kafka's jars, fetched once with Maven; "
+            "default ~/.cache/els-kafka."),
     Setting("ELS_LOG_LEVEL", "INFO", "Log level of the pipeline's own logs."),
     Setting("DD_API_KEY", None, "Datadog API key; without it the sink runs dry.", secret=True),
     Setting("DD_APP_KEY", None, "Datadog application key: only `els datadog install` needs it (the dashboard and "
@@ -141,6 +143,7 @@ class Config:
     els_rebalance_timeout_seconds: float
     els_session_timeout_seconds: float
     els_data_dir: str
+    els_kafka_cache: str | None
     els_log_level: str
     dd_api_key: str | None
     dd_app_key: str | None

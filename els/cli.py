@@ -59,6 +59,23 @@ def _broker_options(p: argparse.ArgumentParser) -> None:
                         "default: the listening address]")
 
 
+def cmd_kafka(args, names) -> int:
+    from els.apache_kafka import run_foreground
+
+    _apply(args, names)
+    if args.brokers < 1:
+        raise ConfigError("--brokers must be at least 1")
+    return run_foreground(args.brokers, args.data_dir)
+
+
+def _kafka_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--brokers", type=int, default=1,
+                   help="nodes in the cluster, each a combined KRaft controller and broker (default %(default)s; "
+                        "3 for replication factor 3 with min.insync.replicas=2)")
+    p.add_argument("--data-dir", default=None,
+                   help="keep the brokers' data here across runs (default: a temporary folder, deleted at exit)")
+
+
 def cmd_ingest(args, names) -> int:
     import asyncio
 
@@ -242,13 +259,15 @@ def cmd_replay(args, names) -> int:
     return 0
 
 
-OPTIONS = {"broker": _broker_options, "simulate": _simulate_options, "datadog": _datadog_options,
+OPTIONS = {"broker": _broker_options, "kafka": _kafka_options, "simulate": _simulate_options, "datadog": _datadog_options,
            "replay": _replay_options}
 
 
 COMMANDS = {
     "broker": (cmd_broker, "the embedded Kafka-compatible broker (Tansu, memory storage) for development",
                ["KAFKA_BOOTSTRAP_SERVERS"] + COMMON),
+    "kafka": (cmd_kafka, "Apache Kafka itself (fetched with Maven, run with Java, KRaft) on free local ports, "
+                         "for tests and benchmarks", ["ELS_KAFKA_CACHE"] + COMMON),
     "ingest": (cmd_ingest, "the ELS webhook endpoint (POST /v1/events)", KAFKA + TOPICS[:2] + INGEST + COMMON),
     "process": (cmd_process, "the Faust worker: dedup, correlate, aggregate, emit to the outbox",
                 KAFKA + TOPICS + PROCESS + COMMON),

@@ -1,8 +1,8 @@
 """Ingest's Kafka side: write accepted events and dead letters, and answer only once Kafka acknowledged.
 
-The producer uses acks=all, and the idempotent producer when the broker supports it (the embedded broker does
-not: it answers InitProducerId with an error, and we fall back with a warning; the processor removes the
-duplicates a retried send can create). The HTTP server starts even while Kafka is unreachable: it answers 503
+The producer uses acks=all, and the idempotent producer when the broker supports it (common/producer.py: the
+embedded broker does not, and ingest falls back with a warning; the processor removes the duplicates a retried
+send can create). The HTTP server starts even while Kafka is unreachable: it answers 503
 until a background task has connected and created the topics, so a broker restart never needs an ingest one.
 """
 
@@ -19,27 +19,10 @@ from aiokafka.errors import KafkaError
 
 from common.config import Config
 from common.deadletter import DeadLetterWriter, Stage
+from common.producer import start_producer
 from common.topics import ensure_topics
 
 log = logging.getLogger("els.ingest.kafka")
-
-
-class _InitProducerIdRefusal(logging.Filter):
-    """Drops aiokafka's ERROR for a refused InitProducerId: the probe expects it, and our warning explains it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Unexpected error during InitProducerIdRequest")
-
-
-@contextlib.contextmanager
-def _refusal_not_logged_as_error():
-    """Only while the idempotent producer is being tried: any other aiokafka error still reaches the logs."""
-    sender_log, quiet = logging.getLogger("aiokafka.producer.sender"), _InitProducerIdRefusal()
-    sender_log.addFilter(quiet)
-    try:
-        yield
-    finally:
-        sender_log.removeFilter(quiet)
 
 
 class NotAcknowledged(Exception):
@@ -134,24 +117,7 @@ class KafkaWriter:
         )
 
     async def _start_producer(self) -> AIOKafkaProducer:
-        producer = self._new_producer(idempotent=True)
-        try:
-            with _refusal_not_logged_as_error():
-                await producer.start()
-            self.idempotent = True
-            return producer
-        except KafkaError as exc:
-            await producer.stop()
-            log.warning("broker refuses the idempotent producer; using acks=all without it "
-                        "(a retried send may duplicate; the processor deduplicates on idempotency_key)",
-                        extra={"error": repr(exc)})
-        producer = self._new_producer(idempotent=False)
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        self.idempotent = False
+        producer, self.idempotent = await start_producer(self._new_producer, log)
         return producer
 
     async def stop(self) -> None:

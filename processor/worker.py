@@ -26,6 +26,7 @@ from processor.engine.records import TICK_KIND
 from processor.pipeline import Pipeline
 from processor.state.changelog import KafkaOut
 from processor.state.positions import Positions
+from processor.transport import Transport
 from processor.web.tables import table_help
 
 # Batches of up to 2,000 records within 1 s: state is written per transaction, not per batch (FlushPolicy), so
@@ -66,6 +67,7 @@ def create_app(cfg: Config) -> faust.App:
         producer_max_batch_size=512 * 1024,
         logging_config=None,
     )
+    app.transport = Transport(app.conf.broker_consumer, app)  # its producer is idempotent where allowed
     raw = app.topic(cfg.els_raw_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                     value_serializer="raw", partitions=cfg.els_partitions)
     out = app.topic(cfg.els_out_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
