@@ -40,7 +40,7 @@ class IdempotentProducer(faust_aiokafka.Producer):
         await faust_producer.Producer.on_start(self)
         self._producer, self.idempotent = await start_producer(self._new_idempotent, log)
         self.beacon.add(self._producer)
-        log.info("producer started", extra={"idempotent": self.idempotent})
+        log.info("Kafka producer started (idempotent=%s)", self.idempotent)
 
 
 class Transport(faust_aiokafka.Transport):

@@ -17,6 +17,7 @@ import pytest
 from els.traffic import Simulator
 from processor.core.tags import tag_value
 from processor.core.windows import window_start
+from tests.conftest import on_apache_kafka
 from tests.e2e.test_ingest import Ingest, make_config
 from tests.helpers.fakedatadog import FakeDatadog
 from tests.helpers.workers import Worker
@@ -130,6 +131,8 @@ async def test_end_to_end_values_in_datadog_are_exact(kafka_bootstrap, topic_nam
             assert chains and {c["chain"]["status"] for c in chains} <= {"completed", "failed", "canceled"}
             requests = dd.request_count("/api/v2/series")
             assert requests < len(events) / 10, f"{requests} series requests for {len(events)} events"
+            # Apache Kafka grants the idempotent producer; the embedded broker refuses it and the worker goes on
+            assert f"Kafka producer started (idempotent={on_apache_kafka()})" in worker.output()
         finally:
             worker.stop()
 

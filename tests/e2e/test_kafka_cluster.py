@@ -1,0 +1,195 @@
+"""Cluster faults on a three-node Apache Kafka (els/apache_kafka.py), every topic with replication factor 3 and
+min.insync.replicas=2, values exact at the fake Datadog:
+
+- the node leading the most raw partitions SIGKILLed under load: every event ingest answered 2xx for is in Kafka,
+  and nothing is counted twice (HTTP retries of a 503 may write an event again; the processor counts it once);
+- a rolling restart of the three nodes (SIGTERM, start, wait until every replica is back in sync) under load;
+- a rolling restart of two workers (each SIGTERMed and started again in turn) under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import orjson
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from els.apache_kafka import ApacheKafka
+from tests.e2e.test_datadog_e2e import PARTITIONS, M, env_for, mismatches, wait_exact, workload
+from tests.e2e.test_ingest import Ingest, make_config
+from tests.helpers.fakedatadog import FakeDatadog
+from tests.helpers.kafka import read_topic
+from tests.helpers.paths import ARTIFACTS
+from tests.helpers.workers import Worker
+
+pytestmark = [pytest.mark.apache_kafka, pytest.mark.slow]
+
+REPLICAS = 3
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with ApacheKafka(ARTIFACTS / f"apache-kafka-cluster-{os.getpid()}", brokers=3) as kafka:
+        yield kafka
+
+
+async def leaders(bootstrap: str, topic: str) -> dict[int, int]:
+    """partition -> node id of its leader."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [desc] = await admin.describe_topics([topic])
+        return {p["partition"]: p["leader"] for p in desc["partitions"]}
+    finally:
+        await admin.close()
+
+
+async def wait_in_sync(bootstrap: str, timeout: float = 120) -> None:
+    """Until every partition of every topic has all its replicas in sync again."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            topics = await admin.list_topics()
+            lagging = [(d["topic"], p["partition"]) for d in await admin.describe_topics(list(topics))
+                       for p in d["partitions"] if len(p["isr"]) < len(p["replicas"])]
+            if not lagging:
+                return
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"replicas still out of sync after {timeout}s: {lagging[:10]}")
+    finally:
+        await admin.close()
+
+
+class Feeder:
+    """Posts the workload in slices, retrying 503s as a webhook sender does; keeps what was answered 202."""
+
+    def __init__(self, ing: Ingest, events: list[dict], per_request: int = 20, pause: float = 0.1):
+        self.ing, self.events, self.per_request, self.pause = ing, events, per_request, pause
+        self.accepted: list[dict] = []
+        self.resent = 0  # events posted again after a 503 (a 503 may come after Kafka did write them)
+
+    async def run(self) -> None:
+        for i in range(0, len(self.events), self.per_request):
+            batch = self.events[i:i + self.per_request]
+            for attempt in range(120):
+                status, answer, _ = await self.ing.post(orjson.dumps(batch))
+                if status == 202:
+                    assert answer["rejected"] == 0, answer
+                    self.accepted.extend(batch)
+                    break
+                assert status == 503, (status, answer)
+                self.resent += len(batch)
+                await asyncio.sleep(0.5)
+            else:
+                raise AssertionError("ingest answered 503 for a minute")
+            await asyncio.sleep(self.pause)
+
+
+def cluster_env(kafka: ApacheKafka, topics: dict, dd: FakeDatadog) -> dict:
+    return {**env_for(kafka.bootstrap, topics, dd), "ELS_REPLICATION_FACTOR": str(REPLICAS)}
+
+
+async def delivering(dd: FakeDatadog, worker: Worker, timeout: float = 90) -> None:
+    """Until the worker (its topics made) has delivered to Datadog: the faults hit a running pipeline."""
+    deadline = time.monotonic() + timeout
+    while dd.request_count("/api/v2/series") == 0:
+        assert time.monotonic() < deadline and worker.proc.poll() is None, worker.output()[-3000:]
+        await asyncio.sleep(0.5)
+
+
+async def exact_allowing_resends(dd: FakeDatadog, sim, feeder: Feeder, workers: list[Worker]) -> None:
+    """Every value exact; pipeline.duplicates may exceed the workload's own by what 503 retries re-wrote."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        for w in workers:
+            assert w.proc.poll() is None, "worker died:\n" + w.output()[-4000:]
+        wrong = [m for m in mismatches(dd, sim) if not m.startswith("duplicates")]
+        dups = dd.sum(M + "pipeline.duplicates")
+        if not wrong and sim.expected.duplicates <= dups <= sim.expected.duplicates + feeder.resent:
+            return
+        await asyncio.sleep(0.5)
+    pytest.fail("Datadog values never matched:\n" + "\n".join(mismatches(dd, sim)[:20]) + "\n" +
+                "\n".join(w.output()[-3000:] for w in workers))
+
+
+async def test_a_broker_killed_under_load_loses_no_acknowledged_event(cluster, topic_names):
+    sim, events = workload(seed=51, chains=240)
+    raw = topic_names["ELS_RAW_TOPIC"]
+    async with FakeDatadog() as dd:
+        worker = Worker(cluster_env(cluster, topic_names, dd), "cluster-kill").start()
+        try:
+            cfg = make_config(cluster.bootstrap, topic_names, els_partitions=PARTITIONS,
+                              els_replication_factor=REPLICAS, els_ack_timeout_seconds=5.0)
+            async with Ingest(cfg) as ing:
+                feeder = Feeder(ing, events)
+                feed = asyncio.create_task(feeder.run())
+                await delivering(dd, worker)
+                while len(feeder.accepted) < len(events) // 3:
+                    await asyncio.sleep(0.1)
+                counts: dict[int, int] = {}
+                for leader in (await leaders(cluster.bootstrap, raw)).values():
+                    counts[leader] = counts.get(leader, 0) + 1
+                victim = next(n for n in cluster.nodes if n.node_id == max(counts, key=counts.get))
+                await asyncio.to_thread(cluster.stop_node, victim, True)
+                await feed
+            assert len(feeder.accepted) == len(events)
+            survivors = ",".join(f"{cluster.host}:{n.port}" for n in cluster.nodes if n.running)
+            records = await read_topic(survivors, raw, partitions=PARTITIONS, timeout=30)
+            in_kafka = {dict(r.headers)["idempotency_key"].decode() for r in records
+                        if "idempotency_key" in dict(r.headers)}
+            missing = [e["idempotency_key"] for e in feeder.accepted if e["idempotency_key"] not in in_kafka]
+            assert not missing, f"{len(missing)} acknowledged events are not in Kafka"
+            await exact_allowing_resends(dd, sim, feeder, [worker])
+        finally:
+            worker.stop()
+            await asyncio.to_thread(cluster.start_node, victim)
+            await wait_in_sync(cluster.bootstrap)
+
+
+async def test_a_rolling_restart_of_the_brokers_keeps_values_exact(cluster, topic_names):
+    sim, events = workload(seed=52, chains=240)
+    async with FakeDatadog() as dd:
+        worker = Worker(cluster_env(cluster, topic_names, dd), "cluster-roll").start()
+        try:
+            cfg = make_config(cluster.bootstrap, topic_names, els_partitions=PARTITIONS,
+                              els_replication_factor=REPLICAS, els_ack_timeout_seconds=5.0)
+            async with Ingest(cfg) as ing:
+                feeder = Feeder(ing, events, pause=0.3)
+                feed = asyncio.create_task(feeder.run())
+                await delivering(dd, worker)
+                for node in cluster.nodes:
+                    await asyncio.to_thread(cluster.stop_node, node)
+                    await asyncio.to_thread(cluster.start_node, node)
+                    await wait_in_sync(cluster.bootstrap)
+                await feed
+            await exact_allowing_resends(dd, sim, feeder, [worker])
+        finally:
+            worker.stop()
+
+
+async def test_a_rolling_restart_of_two_workers_keeps_values_exact(cluster, topic_names):
+    sim, events = workload(seed=53, chains=240)
+    async with FakeDatadog() as dd:
+        env = cluster_env(cluster, topic_names, dd)
+        workers = [Worker(env, "cluster-w1").start(), Worker(env, "cluster-w2").start()]
+        try:
+            cfg = make_config(cluster.bootstrap, topic_names, els_partitions=PARTITIONS,
+                              els_replication_factor=REPLICAS)
+            async with Ingest(cfg) as ing:
+                feeder = Feeder(ing, events, pause=0.3)
+                feed = asyncio.create_task(feeder.run())
+                for i in range(2):
+                    await asyncio.sleep(4)
+                    await asyncio.to_thread(workers[i].stop)
+                    workers[i] = Worker(env, f"cluster-w{i + 1}-again").start()
+                await feed
+            await wait_exact(dd, sim, 240, workers)
+            assert all(w.proc.poll() is None for w in workers)
+        finally:
+            for w in workers:
+                w.stop()
