@@ -13,7 +13,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-fast lint bench soak clean
+.PHONY: install up test test-kafka test-fast kafka lint bench soak clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "no supported Python found: none of $(SUPPORTED) (or python3 as one of them) runs." \
@@ -35,6 +35,15 @@ up: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The tests that depend on the broker again, on Apache Kafka itself (els/apache_kafka.py: fetched once with Maven
+# into ~/.cache/els-kafka, run with Java 17+), plus the three-node cluster faults and SASL/mutual-TLS tests.
+test-kafka: $(STAMP)
+	ELS_TEST_BROKER=kafka $(BIN)/python -m pytest
+
+# Apache Kafka in the foreground on free ports (BROKERS=3 for a three-node cluster); Ctrl-C stops it.
+kafka: $(STAMP)
+	$(BIN)/els kafka --brokers $(or $(BROKERS),1)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not broker and not slow"

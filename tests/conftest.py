@@ -72,8 +72,14 @@ def topic_names():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests that start Apache Kafka clusters of their own run in `make test-kafka` (ELS_TEST_BROKER=kafka)."""
+    """With ELS_TEST_BROKER=kafka (`make test-kafka`) the session runs what depends on the broker: every test on
+    the session's broker (the kafka_bootstrap fixture) and those that start Apache Kafka clusters of their own
+    (marker apache_kafka); the rest ran in `make test` already. Without it, the apache_kafka tests are skipped."""
     if on_apache_kafka():
+        chosen = [i for i in items if "kafka_bootstrap" in getattr(i, "fixturenames", ())
+                  or "apache_kafka" in i.keywords]
+        config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
+        items[:] = chosen
         return
     skip = pytest.mark.skip(reason="starts Apache Kafka: runs with ELS_TEST_BROKER=kafka (make test-kafka)")
     for item in items:

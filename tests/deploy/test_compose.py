@@ -16,6 +16,7 @@ import yaml
 
 from common.config import SETTINGS
 from common.kafka import SECURITY_SETTINGS
+from els.apache_kafka import KAFKA_VERSION
 from els.cli import COMMANDS, INGEST
 from tests.helpers.paths import ROOT
 
@@ -24,7 +25,7 @@ OUTSIDE_COMPOSE = set(SECURITY_SETTINGS) - {"KAFKA_SECURITY_PROTOCOL"}
 ALL = {s.env for s in SETTINGS} - OUTSIDE_COMPOSE
 INGEST_VARS = set(COMMANDS["ingest"][2]) - OUTSIDE_COMPOSE
 # Read only by one-off commands (`els datadog install`), so no long-running service gets the secret.
-ONE_OFF = {"DD_APP_KEY"}
+ONE_OFF = {"DD_APP_KEY", "ELS_KAFKA_CACHE"}  # ELS_KAFKA_CACHE: `els kafka`, a development tool
 # The processor reads every other setting except those only the HTTP endpoint uses (its Config loads them all).
 PROCESSOR_VARS = ALL - set(INGEST) - ONE_OFF
 FIXED = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",  # the compose network's broker, never the host's
@@ -79,7 +80,8 @@ def test_three_services_kraft_kafka_and_one_image(tmp_path):
     assert set(services) == {"kafka", "ingest", "processor"}
 
     kafka = _env(services["kafka"])
-    assert services["kafka"]["image"].startswith("apache/kafka:")
+    # the Apache Kafka version the tests run on (make test-kafka)
+    assert services["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
     assert set(kafka["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{kafka['KAFKA_NODE_ID']}@kafka:9093"
     assert "CONTROLLER://:9093" in kafka["KAFKA_LISTENERS"]

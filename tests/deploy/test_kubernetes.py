@@ -46,7 +46,7 @@ ISSUE_12 = {"KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SSL_CA_FIL
             "KAFKA_SSL_KEY_FILE", "ELS_TLS_CERT_FILE", "ELS_TLS_KEY_FILE"}
 KAFKA_CREDENTIALS = {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"}
 FROM_SECRET = {s.env for s in SETTINGS if s.secret} | KAFKA_CREDENTIALS
-ONE_OFF = {"DD_APP_KEY"}  # only `els datadog install` reads it: no long-running pod gets it
+ONE_OFF = {"DD_APP_KEY", "ELS_KAFKA_CACHE"}  # one-off commands: `els datadog install` (no pod gets the key), `els kafka`
 SECRET = "els-secrets"
 INGEST_SHUTDOWN = int(re.search(r"shutdown_timeout=(\d+)", (ROOT / "ingest" / "app.py").read_text()).group(1))
 COMPOSE_GRACE = int(yaml.safe_load((ROOT / "docker-compose.yml").read_text())
