@@ -76,7 +76,7 @@ class Feeder:
     async def run(self) -> None:
         for i in range(0, len(self.events), self.per_request):
             batch = self.events[i:i + self.per_request]
-            for attempt in range(120):
+            for _attempt in range(120):
                 status, answer, _ = await self.ing.post(orjson.dumps(batch))
                 if status == 202:
                     assert answer["rejected"] == 0, answer
