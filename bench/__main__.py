@@ -4,6 +4,7 @@ times: the machine is shared.
 
     python -m bench [--events N] [--ingest-events N]
                     [--only processor|processor_ingest|delivery|ingest|memory]
+    BENCH_BROKER=embedded|kafka|both: on the embedded broker (default), on Apache Kafka, or on each in turn
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from bench.procs import bench_broker, spawn, status_kb, stop, worker_stats
+from bench.procs import bench_broker, bench_brokers, spawn, status_kb, stop, worker_stats
 from bench.variants import repeats, variants
 from common.kafka import client_kwargs
 from common.topics import ensure_topics
@@ -281,21 +282,24 @@ def main() -> int:
     ap.add_argument("--only", choices=["processor", "processor_ingest", "delivery", "ingest", "memory"])
     args = ap.parse_args()
     results = {}
-    with bench_broker("bench-broker") as (bootstrap, broker_pid):
-        if args.only in (None, "processor"):
-            results["processor"] = asyncio.run(processor_bench(bootstrap, args.events))
-        if args.only in (None, "processor_ingest"):
-            results["processor_ingest"] = asyncio.run(processor_ingest_bench(bootstrap, args.ingest_events))
-        if args.only in (None, "delivery"):
-            results["delivery"] = asyncio.run(delivery_bench(bootstrap, 10_000))
-        if args.only in (None, "memory"):
-            from bench.memory import memory_bench
+    kinds = bench_brokers()
+    for kind in kinds:
+        tag = "" if len(kinds) == 1 else f"@{kind}"
+        with bench_broker(f"bench-broker-{kind}", kind) as (bootstrap, broker_pid):
+            if args.only in (None, "processor"):
+                results["processor" + tag] = asyncio.run(processor_bench(bootstrap, args.events))
+            if args.only in (None, "processor_ingest"):
+                results["processor_ingest" + tag] = asyncio.run(processor_ingest_bench(bootstrap, args.ingest_events))
+            if args.only in (None, "delivery"):
+                results["delivery" + tag] = asyncio.run(delivery_bench(bootstrap, 10_000))
+            if args.only in (None, "memory"):
+                from bench.memory import memory_bench
 
-            results["memory"] = asyncio.run(memory_bench(bootstrap))
-        if args.only in (None, "ingest"):
-            from bench.ingest import ingest_bench
+                results["memory" + tag] = asyncio.run(memory_bench(bootstrap))
+            if args.only in (None, "ingest"):
+                from bench.ingest import ingest_bench
 
-            results["ingest"] = asyncio.run(ingest_bench(bootstrap, broker_pid))
+                results["ingest" + tag] = asyncio.run(ingest_bench(bootstrap, broker_pid))
     for name, result in results.items():
         print(f"== {name}")
         width = max(len(k) for k in result)

@@ -67,13 +67,28 @@ async def wait_ready(url: str, proc: subprocess.Popen, label: str, timeout: floa
     raise TimeoutError(f"{label} never became ready")
 
 
+def bench_brokers() -> list[str]:
+    """BENCH_BROKER: `embedded` (default), `kafka` (Apache Kafka, els/apache_kafka.py) or `both`, one after the
+    other in the same run."""
+    kind = os.environ.get("BENCH_BROKER", "embedded").strip().lower() or "embedded"
+    if kind not in ("embedded", "kafka", "both"):
+        raise SystemExit(f"BENCH_BROKER={kind!r}: use embedded, kafka or both")
+    return ["embedded", "kafka"] if kind == "both" else [kind]
+
+
 @contextlib.contextmanager
-def bench_broker(label: str):
-    """(bootstrap, broker pid or None): KAFKA_BOOTSTRAP_SERVERS if set, else an embedded broker for the run."""
+def bench_broker(label: str, kind: str = "embedded"):
+    """(bootstrap, broker pid or None): KAFKA_BOOTSTRAP_SERVERS if set, else a broker of `kind` for the run."""
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     (ROOT / "var").mkdir(exist_ok=True)
     if bootstrap:
         yield bootstrap, None
+        return
+    if kind == "kafka":
+        from els.apache_kafka import ApacheKafka
+
+        with ApacheKafka(ROOT / "var" / label, heap_mb=1024) as kafka:
+            yield kafka.bootstrap, kafka.nodes[0].proc.pid
         return
     broker = EmbeddedBroker(log_path=str(ROOT / "var" / f"{label}.log")).start()
     try:

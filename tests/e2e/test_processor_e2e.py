@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from common.topics import ensure_topics
 from els.traffic import Simulator, produce_events
 from processor.core.tags import tag_value
 from processor.sink.render import render_series
@@ -25,6 +26,13 @@ from tests.helpers.workers import OutboxReader, Worker
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 PARTITIONS = 4
+
+
+@pytest.fixture(autouse=True)
+async def topics_made(kafka_bootstrap, topic_names):
+    """The topics exist with PARTITIONS before the test writes or reads them, as ingest makes them in production.
+    (Apache Kafka would otherwise auto-create them with one partition at the first write or read.)"""
+    await ensure_topics(kafka_bootstrap, list(topic_names.values()), PARTITIONS)
 
 
 def worker_env(bootstrap: str, topics: dict) -> dict:
