@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from els.broker import EmbeddedBroker, free_port, split_host_port
 
 
@@ -32,3 +34,54 @@ def test_broker_runs_in_the_foreground_and_says_it_is_memory_only():
         proc.terminate()
         _, err = proc.communicate(timeout=15)
     assert "MEMORY STORAGE" in err
+
+
+def _els_kafka(env_path: str, *args: str, **kw) -> subprocess.Popen:
+    import os
+
+    return subprocess.Popen([sys.executable, "-m", "els.cli", "kafka", *args], env={**os.environ, "PATH": env_path},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_els_kafka_without_java_says_what_to_install(tmp_path):
+    proc = _els_kafka(str(tmp_path))  # a PATH with neither java nor mvn
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, out + err
+    assert "needs Java 17 or newer, and `java` is not on PATH" in err and "Traceback" not in err
+
+
+def test_els_kafka_without_maven_says_so_before_fetching(tmp_path):
+    import os
+    import shutil
+
+    (tmp_path / "bin").mkdir()
+    os.symlink(shutil.which("java") or "/usr/bin/java", tmp_path / "bin" / "java")
+    proc = subprocess.Popen([sys.executable, "-m", "els.cli", "kafka"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PATH": str(tmp_path / "bin"), "ELS_KAFKA_CACHE": str(tmp_path / "c")})
+    out, err = proc.communicate(timeout=30)
+    if shutil.which("java") is None:
+        assert "`java` is not on PATH" in err
+    else:
+        assert proc.returncode == 2 and "needs Maven, and `mvn` is not on PATH" in err, out + err
+
+
+@pytest.mark.apache_kafka
+def test_els_kafka_runs_in_the_foreground_and_stops_on_sigterm():
+    import os
+    import signal
+
+    proc = _els_kafka(os.environ["PATH"], "--brokers", "1", start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert "els kafka: Apache Kafka" in line and "Ctrl-C stops it" in line, line + proc.stderr.read()
+        bootstrap = proc.stdout.readline().strip().split("=", 1)[1]
+        host, port = split_host_port(bootstrap)
+        from els.broker import wait_for_port
+
+        assert wait_for_port(host, port, 5)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode == 0
+    assert not wait_for_port(host, port, 1), "a node still listens after els kafka stopped"
