@@ -59,6 +59,18 @@ def _broker_options(p: argparse.ArgumentParser) -> None:
                         "default: the listening address]")
 
 
+def _port_free(command: str, host: str, port: int, setting: str) -> bool:
+    """A port another program listens on is one clear line naming the setting, before anything says it listens
+    (and instead of the server's traceback when it binds)."""
+    from els.broker import port_is_free
+
+    if port_is_free(host, port):
+        return True
+    print(f"els {command}: {host}:{port} is already in use (another program listens there): stop it, or set "
+          f"{setting} (--{setting.lower().replace('_', '-')}) to a free port.", file=sys.stderr)
+    return False
+
+
 def cmd_kafka(args, names) -> int:
     from els.apache_kafka import run_foreground
 
@@ -87,6 +99,8 @@ def cmd_ingest(args, names) -> int:
         print("els ingest: no secret configured. Set ELS_AUTH_TOKENS (comma-separated, several for rotation), "
               "or ELS_AUTH_DISABLED=1 for development only.", file=sys.stderr)
         return 2
+    if not _port_free("ingest", cfg.els_ingest_host, cfg.els_ingest_port, "ELS_INGEST_PORT"):
+        return 2
     asyncio.run(check(cfg.bootstrap_list, cfg.kafka_security))  # refused settings: exit 2; a broker down is fine
     run(cfg)
     return 0
@@ -112,6 +126,8 @@ def cmd_process(args, names) -> int:
     from common.topics import ensure_topics
 
     cfg = _apply(args, names)
+    if not _port_free("process", "0.0.0.0", cfg.els_web_port, "ELS_WEB_PORT"):
+        return 2
     asyncio.run(ensure_topics(cfg.kafka_bootstrap_servers,
                               [cfg.els_raw_topic, cfg.els_deadletter_topic, cfg.els_out_topic], cfg.els_partitions,
                               replication=cfg.els_replication_factor, security=cfg.kafka_security))

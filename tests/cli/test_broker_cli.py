@@ -85,3 +85,20 @@ def test_els_kafka_runs_in_the_foreground_and_stops_on_sigterm():
         proc.wait(60)
     assert proc.returncode == 0
     assert not wait_for_port(host, port, 1), "a node still listens after els kafka stopped"
+
+
+@pytest.mark.parametrize("cmd,setting", [("ingest", "ELS_INGEST_PORT"), ("process", "ELS_WEB_PORT")])
+def test_a_busy_port_is_one_line_naming_the_setting_and_exit_2(cmd, setting):
+    import os
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "els.cli", cmd], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, setting: str(port), "ELS_AUTH_TOKENS": "tok-busy-port-test",
+                                   "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1 and f"0.0.0.0:{port} is already in use" in lines[0] and setting in lines[0], lines
