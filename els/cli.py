@@ -156,7 +156,8 @@ def _simulate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=None,
                    help="stop after the chain that reaches N events (default 1000 unless --duration)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--seed", type=int, default=1, help="same seed, same chains and expected totals")
+    p.add_argument("--seed", type=int, default=None,
+                   help="same seed, same chains and expected totals (default: a fresh one, printed in the summary)")
     p.add_argument("--flows", type=int, default=20, help="number of root flows (default %(default)s)")
     p.add_argument("--helpers", type=int, default=5, help="number of helper flows (default %(default)s)")
     p.add_argument("--duplicates", type=float, default=0.05,
@@ -188,7 +189,7 @@ def cmd_simulate(args, names) -> int:
     import asyncio
     import json
 
-    from els.simulate import SimulateOptions, simulate
+    from els.simulate import SimulateOptions, nothing_listens, seed_for_run, simulate
 
     cfg = _apply(args, names)
     for name, value, low in (("--rate", args.rate, 0), ("--duration", args.duration, 0)):
@@ -200,6 +201,11 @@ def cmd_simulate(args, names) -> int:
         raise ConfigError("--duplicates and --late are fractions in [0, 1)")
     if args.flows < 1 or args.helpers < 1 or args.concurrency < 1 or args.retries < 0:
         raise ConfigError("--flows, --helpers and --concurrency must be at least 1, --retries at least 0")
+    seed = seed_for_run(args.seed)
+    unreachable = nothing_listens(args.url)
+    if unreachable:
+        print(f"els simulate: {unreachable}", file=sys.stderr)
+        return 1
     token = _simulate_token(args, cfg)
     if token:
         logs.register_secrets([token])
@@ -208,12 +214,13 @@ def cmd_simulate(args, names) -> int:
               "posting without one", file=sys.stderr)
     opts = SimulateOptions(url=args.url, token=token, header=cfg.els_auth_header, rate=args.rate,
                            count=args.count if args.count or args.duration else 1000, duration=args.duration,
-                           seed=args.seed, flows=args.flows, helpers=args.helpers, duplicates=args.duplicates,
+                           seed=seed, flows=args.flows, helpers=args.helpers, duplicates=args.duplicates,
                            late=args.late, concurrency=args.concurrency, retries=args.retries,
                            progress=args.progress or sys.stderr.isatty())
     sim, result, elapsed = asyncio.run(simulate(opts))
     expected = sim.expected.as_json()
-    print(f"els simulate: {result.summary(elapsed)}", file=sys.stderr if args.json else sys.stdout)
+    print(f"els simulate: seed {seed} (--seed {seed} repeats this run); {result.summary(elapsed)}",
+          file=sys.stderr if args.json else sys.stdout)
     if args.expected_json:
         Path(args.expected_json).parent.mkdir(parents=True, exist_ok=True)  # var/ may not exist yet
         with open(args.expected_json, "w") as f:

@@ -11,8 +11,42 @@ import orjson
 
 from els.traffic import Simulator
 
-
 # -- delivery over HTTP (`els simulate`) ---------------------------------------------------------------------
+# What each non-2xx answer means, in the summary's words.
+_CAUSES: dict[int | str, str] = {
+    400: "nothing usable in the body; it is in the dead-letter topic",
+    401: "the secret is not one ingest accepts: ELS_AUTH_TOKENS, or var/ingest-secret under els up",
+    413: "body larger than ingest's ELS_MAX_BODY_BYTES",
+    429: "rate limited",
+    503: "Kafka did not acknowledge in time",
+    "conn": "no answer: nothing listens at the URL, or the connection broke",
+}
+
+
+def nothing_listens(url: str, timeout: float = 3.0) -> str | None:
+    """Why the URL cannot be reached at all (refused, unresolvable, no answer within `timeout`), in one line; None
+    when something accepts a TCP connection there. Checked once before sending, so a wrong URL fails at once
+    instead of after every body's retries."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"--url {url!r} is not an http(s) URL"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return (f"nothing answers at {parts.hostname}:{port} ({exc.strerror or exc}): start ingest "
+                "(make up, or els ingest) or point --url (ELS_SIMULATE_URL) at it")
+
+
+def seed_for_run(seed: int | None) -> int:
+    """The seed given, or a fresh one: a second run must not repeat the first (ingest would deduplicate it)."""
+    return seed if seed is not None else random.SystemRandom().randrange(1, 1 << 31)
+
+
 @dataclass
 class Delivery:
     """What happened to the bodies posted: the answers, and how many events were finally refused."""
@@ -28,7 +62,8 @@ class Delivery:
 
     def summary(self, elapsed_s: float) -> str:
         rate = self.events / elapsed_s if elapsed_s > 0 else 0.0
-        non2xx = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items(), key=str)) or "none"
+        non2xx = ", ".join(f"{k} ({_CAUSES.get(k, 'see ingest log')}): {v}"
+                           for k, v in sorted(self.statuses.items(), key=str)) or "none"
         shapes = ", ".join(f"{k} {v}" for k, v in sorted(self.shapes.items()))
         return (f"sent {self.events} events in {self.bodies} bodies in {elapsed_s:.1f}s ({rate:.0f} events/s); "
                 f"accepted {self.accepted}, rejected {self.rejected}, finally refused {self.refused}; "
@@ -86,7 +121,7 @@ class SimulateOptions:
     rate: float | None = None        # events/s; None: as fast as the concurrency allows
     count: int | None = None         # stop after the chain that reaches this many events
     duration: float | None = None    # or after this many seconds
-    seed: int = 1
+    seed: int = 1                    # cmd_simulate passes a fresh one unless --seed is given
     flows: int = 20
     helpers: int = 5
     duplicates: float = 0.05

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import subprocess
 import sys
 import time
 from collections import Counter
 
 import pytest
 
+from els.broker import free_port
 from tests.e2e.test_ingest import TOKEN, Ingest, make_config
 from tests.helpers.kafka import read_topic
 
@@ -90,4 +93,28 @@ async def test_refused_events_give_a_non_zero_exit(ingest):
     code, out, _err = await run_simulate("--url", ingest.url + "v1/events", "--count", "20",
                                          "--token", "wrong-secret")
     assert code == 1
-    assert "401: " in out and "accepted 0" in out
+    assert "401 (the secret is not one ingest accepts: ELS_AUTH_TOKENS" in out and "accepted 0" in out
+
+
+async def test_without_a_seed_each_run_gets_a_fresh_one_and_prints_it(ingest):
+    url = ingest.url + "v1/events"
+    seeds, totals = [], []
+    for _ in range(2):
+        code, out, err = await run_simulate("--url", url, "--count", "30", "--json", "--token", TOKEN)
+        assert code == 0, err
+        seeds.append(int(re.search(r"seed (\d+) \(--seed \1 repeats this run\)", err).group(1)))
+        totals.append(json.loads(out))
+    assert seeds[0] != seeds[1] and totals[0] != totals[1]
+    code, out, err = await run_simulate("--url", url, "--count", "30", "--json", "--token", TOKEN,
+                                        "--seed", str(seeds[0]))
+    assert code == 0 and json.loads(out) == totals[0], err
+
+
+def test_a_silent_target_fails_at_once_with_one_line():
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "els.cli", "simulate", "--url",
+                           f"http://127.0.0.1:{free_port()}/v1/events", "--count", "10"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and time.monotonic() - started < 15
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1 and "nothing answers at 127.0.0.1" in lines[0] and "ELS_SIMULATE_URL" in lines[0], lines
