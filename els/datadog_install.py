@@ -34,12 +34,13 @@ DEFAULT_PREFIX = BY_ENV["ELS_METRIC_PREFIX"].default
 _BESIDE = Path(__file__).resolve().parent.parent / "datadog"
 DEFAULT_DIR = _BESIDE if _BESIDE.is_dir() else Path("datadog")
 MANAGED = "els-managed"
-APP_KEY_NEEDED = (
-    "DD_APP_KEY is not set. Creating or updating dashboards and monitors needs a Datadog application key as "
+APP_KEY_WHY = (
+    "Creating or updating dashboards and monitors needs a Datadog application key as "
     "well as the API key: the API key only lets the pipeline send data, while the dashboard and monitor APIs "
     "act on behalf of a user and refuse requests without an application key (create one under Organization "
     "Settings > Application Keys, with scopes dashboards_read, dashboards_write, monitors_read, "
     "monitors_write). `--dry-run` without keys only validates the files.")
+APP_KEY_NEEDED = "DD_APP_KEY is not set. " + APP_KEY_WHY
 
 
 class InstallError(Exception):
@@ -272,12 +273,13 @@ def run(cfg: Config, *, dry_run: bool = False, directory: Path | str | None = No
             print(f"{item.kind} {item.name!r}: valid; would create or update (not looked up: "
                   f"{' and '.join(missing)} not set)", file=out)
         return 0
-    if not cfg.dd_app_key:
-        print(f"els datadog install: {APP_KEY_NEEDED}", file=err)
-        return 2
-    if not cfg.dd_api_key:
-        print("els datadog install: DD_API_KEY is not set; the dashboard and monitor APIs need it together with "
-              "DD_APP_KEY.", file=err)
+    if missing:  # every missing key named at once, not one per attempt
+        both = "DD_API_KEY and DD_APP_KEY are not set. " if len(missing) == 2 else ""
+        if "DD_APP_KEY" in missing:
+            print(f"els datadog install: {both}{APP_KEY_NEEDED if not both else APP_KEY_WHY}", file=err)
+        else:
+            print("els datadog install: DD_API_KEY is not set; the dashboard and monitor APIs need it together "
+                  "with DD_APP_KEY.", file=err)
         return 2
     conf = configuration(cfg)
     conf.api_key["appKeyAuth"] = cfg.dd_app_key

@@ -311,6 +311,13 @@ def test_without_an_application_key_it_exits_2_and_says_why(dd):
     assert dd.requests == []
 
 
+def test_without_either_key_it_names_both(dd):
+    r = els("install", DD_URL=dd.url)
+    assert r.returncode == 2
+    assert "DD_API_KEY and DD_APP_KEY are not set" in r.stderr and "application key" in r.stderr
+    assert dd.requests == []
+
+
 def test_a_wrong_application_key_is_reported_without_printing_keys(dd):
     r = els("install", DD_URL=dd.url, DD_API_KEY=API_KEY, DD_APP_KEY="wrong-app-key-123456")
     assert r.returncode == 1
