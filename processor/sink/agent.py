@@ -162,8 +162,8 @@ def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
 
     sink = Sink(cfg, client, DeadLetterWriter(cfg.els_deadletter_topic, Stage.SINK, send), table)
     if client.dry_run:
-        log.warning("DD_API_KEY is not set: nothing goes to Datadog; the requests are written to %s",
-                    cfg.els_dry_run_file)
+        log.warning("DD_API_KEY is not set: nothing goes to Datadog; the requests are written to %s, "
+                    "this run's lines with \"run\": \"%s\"", cfg.els_dry_run_file, client.run_id)
     agent = SinkAgent(cfg, sink, producer, table)
 
     @app.agent(out_topic)

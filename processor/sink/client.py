@@ -71,6 +71,8 @@ class DatadogClient:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.dry_run = not cfg.dd_api_key
+        # every dry-run line names the run that wrote it: runs append to one file, and `run` tells them apart
+        self.run_id = f"{os.getpid()}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
         self._client: AsyncApiClient | None = None
 
     def _api(self) -> AsyncApiClient:
@@ -109,7 +111,7 @@ class DatadogClient:
             return Answer(None, {}, repr(exc))
 
     def _dry(self, path: str, body) -> Answer:
-        line = orjson.dumps({"at": int(time.time() * 1000), "path": path, "body": body})
+        line = orjson.dumps({"at": int(time.time() * 1000), "run": self.run_id, "path": path, "body": body})
         os.makedirs(os.path.dirname(self.cfg.els_dry_run_file) or ".", exist_ok=True)
         with open(self.cfg.els_dry_run_file, "ab") as f:
             f.write(line + b"\n")
