@@ -4,7 +4,7 @@ Apache Kafka's broker (`org.apache.kafka:kafka_2.13`) is fetched from Maven Cent
 outside the repository (ELS_KAFKA_CACHE, default ~/.cache/els-kafka; no jar is committed) and run with `java`
 in KRaft mode: one node, or a cluster of several on loopback ports, each node a combined controller and broker.
 Its storage lives in a work directory, so a node stopped (or SIGKILLed) and started again keeps its data, as a
-broker restart in production does.
+broker restart in production does; each new ApacheKafka formats a new cluster there.
 
 Besides the plaintext listener every node has, a cluster can also offer SASL_SSL with SCRAM-SHA-512 (users made
 with Kafka's own kafka-configs tool, `add_scram_user`) and SSL that requires client certificates (mutual TLS).
@@ -226,7 +226,10 @@ class ApacheKafka:
                 f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}", "-cp", self._classpath, main, *args]
 
     def _format(self) -> None:
+        """A new cluster in every ApacheKafka: data a former one left in the work directory is removed first (its
+        cluster id and ports are not this one's)."""
         for node in self.nodes:
+            shutil.rmtree(self.dir / f"node-{node.node_id}" / "data", ignore_errors=True)
             config = self._write_config(node)
             done = subprocess.run(self._java_cmd("kafka.tools.StorageTool", "format", "-t", self.cluster_id,
                                                  "-c", str(config), "--ignore-formatted"),
@@ -344,7 +347,7 @@ def run_foreground(brokers: int, data_dir: str | None) -> int:
     except KeyboardInterrupt:
         kafka.stop()
         return 130
-    kept = f"data in {kafka.dir}" if data_dir else "data in a temporary folder, deleted when it stops"
+    kept = f"data and logs in {kafka.dir}, kept" if data_dir else "data in a temporary folder, deleted when it stops"
     print(f"els kafka: Apache Kafka {kafka.version}, {brokers} node{'s' if brokers > 1 else ''} (KRaft), on "
           f"{kafka.bootstrap}; {kept}; logs in {kafka.dir}/node-*/server.log. Ctrl-C stops it.\n"
           f"export KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap}" + (" ELS_REPLICATION_FACTOR=3" if brokers >= 3 else ""),

@@ -85,7 +85,8 @@ def _kafka_options(p: argparse.ArgumentParser) -> None:
                    help="nodes in the cluster, each a combined KRaft controller and broker (default %(default)s; "
                         "3 for replication factor 3 with min.insync.replicas=2)")
     p.add_argument("--data-dir", default=None,
-                   help="keep the brokers' data here across runs (default: a temporary folder, deleted at exit)")
+                   help="where the nodes' data and logs go, kept after it stops (each start formats a new cluster; "
+                        "default: a temporary folder, deleted at exit)")
 
 
 def cmd_ingest(args, names) -> int:
