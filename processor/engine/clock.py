@@ -79,8 +79,11 @@ def _emit_chain(step: Step, ch: chains.Chain, off: int, now: int) -> None:
             not in step.txn.index.windows:
         # its window closed and is gone (a chain timed out long after its last end): like a closed window,
         # it takes nothing, rather than a new record whose partial would replace the window's full value
-        log.info("chain closed after its window's lateness; not counted in it",
-                 extra={"root_execution_id": ch.root, "window_start_ms": ws, "clock_ms": now})
+        log.info("chain closed after its window's lateness; not counted in it: root flow %s (%s), root execution "
+                 "%s, window %s ms, clock %s ms", summary.get("root_flow_id"), summary.get("root_flow_name"),
+                 ch.root, ws, now,
+                 extra={"root_flow_id": summary.get("root_flow_id"), "root_execution_id": ch.root,
+                        "window_start_ms": ws, "clock_ms": now})
     else:
         step.add(chain_group(summary.get("root_flow_id")), ws, off, add_chain, summary)
     if "chains" in s.logs:

@@ -53,9 +53,12 @@ def apply_event(step: Step, rec: Record) -> None:
         landed = step.add(flow_group(ev.flow_id), ws, off, add_event, ev)
     if not landed:
         step.count("pipeline.late_events", arrival_ws, off)
-        log.info("late event counted in pipeline.late_events, not in its window",
-                 extra={"execution_id": ev.execution_id, "timestamp_ms": ev.timestamp_ms,
-                        "window_start_ms": ws, "clock_ms": clock.now})
+        # the context in the message too: the worker's logs are formatted by Faust, which drops `extra`
+        log.info("late event counted in pipeline.late_events, not in its window: flow %s (%s), execution %s, "
+                 "event time %s ms, window %s ms, clock %s ms", ev.flow_id, ev.flow_name, ev.execution_id,
+                 ev.timestamp_ms, ws, clock.now,
+                 extra={"flow_id": ev.flow_id, "flow_name": ev.flow_name, "execution_id": ev.execution_id,
+                        "timestamp_ms": ev.timestamp_ms, "window_start_ms": ws, "clock_ms": clock.now})
     elif ev.outcome and ev.step_count and (org := ev.org_name):
         step.add(org_group(org), month_start(ev.timestamp_ms), off, add_org_steps, ev)
     if ev.event_type == "FLOW_FAIL" and "failures" in s.logs:
