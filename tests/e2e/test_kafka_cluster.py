@@ -4,7 +4,8 @@ min.insync.replicas=2, values exact at the fake Datadog:
 - the node leading the most raw partitions SIGKILLed under load: every event ingest answered 2xx for is in Kafka,
   and nothing is counted twice (HTTP retries of a 503 may write an event again; the processor counts it once);
 - a rolling restart of the three nodes (SIGTERM, start, wait until every replica is back in sync) under load;
-- a rolling restart of two workers (each SIGTERMed and started again in turn) under load.
+- a rolling restart of two workers under load, as a Kubernetes rollout does it: each SIGTERMed and started again
+  in turn, the next once the new one is ready.
 """
 
 from __future__ import annotations
@@ -110,6 +111,16 @@ async def delivering(dd: FakeDatadog, worker: Worker, timeout: float = 90) -> No
         await asyncio.sleep(0.5)
 
 
+async def ready(workers: list[Worker], timeout: float = 120) -> None:
+    """Until every worker's /els/stats/ says ready."""
+    deadline = time.monotonic() + timeout
+    while not all([(await asyncio.to_thread(w.stats)).get("ready") for w in workers]):
+        for w in workers:
+            assert w.proc.poll() is None, "worker died:\n" + w.output()[-3000:]
+        assert time.monotonic() < deadline, "a worker never became ready"
+        await asyncio.sleep(0.5)
+
+
 async def exact_allowing_resends(dd: FakeDatadog, sim, feeder: Feeder, workers: list[Worker]) -> None:
     """Every value exact; pipeline.duplicates may exceed the workload's own by what 503 retries re-wrote."""
     deadline = time.monotonic() + 240
@@ -186,10 +197,12 @@ async def test_a_rolling_restart_of_two_workers_keeps_values_exact(cluster, topi
             async with Ingest(ingest_config(cluster, topic_names)) as ing:
                 feeder = Feeder(ing, events, pause=0.3)
                 feed = asyncio.create_task(feeder.run())
+                # as a Kubernetes rollout does: the next worker is replaced once the new one is ready
                 for i in range(2):
-                    await asyncio.sleep(4)
+                    await ready(workers)
                     await asyncio.to_thread(workers[i].stop)
                     workers[i] = Worker(env, f"cluster-w{i + 1}-again").start()
+                await ready(workers)
                 await feed
             await wait_exact(dd, sim, 240, workers)
             assert all(w.proc.poll() is None for w in workers)
