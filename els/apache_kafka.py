@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -47,7 +48,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ELS_KAFKA_CACHE") or Path.home() / ".cache" / "els-kafka")
 
 
+@functools.cache
 def _java() -> str:
+    """The `java` to run, checked once per process (`java -version` starts a JVM: not once per command)."""
     java = shutil.which("java")
     if java is None:
         raise KafkaDistError(f"Apache Kafka needs Java {JAVA_MIN} or newer, and `java` is not on PATH: install "

@@ -40,7 +40,6 @@ APP_KEY_WHY = (
     "act on behalf of a user and refuse requests without an application key (create one under Organization "
     "Settings > Application Keys, with scopes dashboards_read, dashboards_write, monitors_read, "
     "monitors_write). `--dry-run` without keys only validates the files.")
-APP_KEY_NEEDED = "DD_APP_KEY is not set. " + APP_KEY_WHY
 
 
 class InstallError(Exception):
@@ -274,12 +273,10 @@ def run(cfg: Config, *, dry_run: bool = False, directory: Path | str | None = No
                   f"{' and '.join(missing)} not set)", file=out)
         return 0
     if missing:  # every missing key named at once, not one per attempt
-        both = "DD_API_KEY and DD_APP_KEY are not set. " if len(missing) == 2 else ""
-        if "DD_APP_KEY" in missing:
-            print(f"els datadog install: {both}{APP_KEY_NEEDED if not both else APP_KEY_WHY}", file=err)
-        else:
-            print("els datadog install: DD_API_KEY is not set; the dashboard and monitor APIs need it together "
-                  "with DD_APP_KEY.", file=err)
+        why = APP_KEY_WHY if "DD_APP_KEY" in missing else \
+            "The dashboard and monitor APIs need it together with DD_APP_KEY."
+        print(f"els datadog install: {' and '.join(missing)} {'are' if len(missing) > 1 else 'is'} not set. {why}",
+              file=err)
         return 2
     conf = configuration(cfg)
     conf.api_key["appKeyAuth"] = cfg.dd_app_key
