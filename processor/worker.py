@@ -58,7 +58,7 @@ def create_app(cfg: Config) -> faust.App:
         autodiscover=False,
         # 2 MiB fetched per partition (Faust's default: 1 MiB): a topic written by ingest holds one small record
         # batch per event, and larger fetches keep Faust's consumer thread ahead of the agent. A/B on the
-        # 100k-event backlog (docs/benchmarks.md, session 6): +6 % events/s; 4 MiB: +8 % but +15-20 MB of peak
+        # 100k-event backlog (docs/benchmarks.md, 2026-11-28): +6 % events/s; 4 MiB: +8 % but +15-20 MB of peak
         # RSS, as aiokafka parses a partition's whole fetch at once. Faust's CONSUMER_MAX_FETCH_SIZE overrides it.
         consumer_max_fetch_size=CONSUMER_FETCH_BYTES,
         producer_acks=-1,

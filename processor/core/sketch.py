@@ -124,7 +124,7 @@ def quantiles(s: Sketch, qs: Iterable[float]) -> dict[float, float]:
     """Each q-quantile (0..1), within 1% relative error, clamped to the exact [min, max]; empty when the sketch
     is. Read from the bins in one sorted pass, as DDSketch.get_quantile_value reads its stores (rank q * (n - 1);
     the negative store from its far end): rebuilding a DDSketch bin by bin for this was most of the sink's
-    rendering after a backlog (docs/benchmarks.md, session 7). tests/unit/core/test_sketch.py pins it against
+    rendering after a backlog (docs/benchmarks.md, 2026-11-28). tests/unit/core/test_sketch.py pins it against
     DDSketch itself: a DDSketch fed the same values, and one rebuilt from the bins, give the same values."""
     if not s.count:
         return {}
