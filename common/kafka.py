@@ -1,7 +1,7 @@
 """Kafka security: the settings become one `KafkaSecurity`, and every Kafka client the pipeline makes gets its
 connection arguments from it.
 
-aiokafka clients (ingest's producer, topic administration, replay, the changelog top-up, simulate, benches,
+aiokafka clients (ingest's producer, topic administration, replay, the end-offset probe, simulate, benches,
 tests) take `**security.client_kwargs()`; the Faust app takes `broker_credentials=security.faust_credentials()`,
 which Faust turns into the same aiokafka arguments (faust/transport/drivers/aiokafka.py,
 `credentials_to_aiokafka_auth`). So one table of settings decides how every connection is made, and a wrong
@@ -187,7 +187,7 @@ def client_kwargs(security: KafkaSecurity | None = None) -> dict[str, Any]:
 
 def faust_client_kwargs(app) -> dict[str, Any]:
     """The aiokafka arguments Faust itself derives from `app`'s broker_credentials, for clients made beside
-    Faust's own in a worker (the changelog top-up), so they connect exactly like Faust does."""
+    Faust's own in a worker (the end-offset probe), so they connect exactly like Faust does."""
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
     return credentials_to_aiokafka_auth(app.conf.broker_credentials, app.conf.ssl_context)

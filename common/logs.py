@@ -53,6 +53,44 @@ def mask_logger(name: str) -> None:
         logger.addFilter(SecretMask())
 
 
+class RepeatThrottle(logging.Filter):
+    """At most one line per logger and message each `interval_s` at WARNING and above, the next one saying how
+    many were held back: a client retrying every 100 ms while Kafka is down (aiokafka's heartbeat, Faust's
+    fetcher) would otherwise write ~10 ERROR lines a second. Installed on handlers, so it sees every logger's
+    records."""
+
+    MAX_KEYS = 1000
+
+    def __init__(self, interval_s: float = 10.0, clock=time.monotonic):
+        super().__init__()
+        self.interval_s = interval_s
+        self._clock = clock
+        self._seen: dict[tuple[str, str], list] = {}  # (logger, message template) -> [first shown at, held back]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.interval_s:
+            seen[1] += 1
+            return False
+        if len(self._seen) >= self.MAX_KEYS:
+            self._seen.clear()
+        self._seen[key] = [now, 0]
+        if seen is not None and seen[1]:
+            record.msg = f"{record.msg} [{seen[1]} more like this in the last {self.interval_s:g} s]"
+        return True
+
+
+def throttle_repeats(handlers, interval_s: float = 10.0) -> None:
+    """Attach one RepeatThrottle to each of `handlers` that has none (idempotent)."""
+    for h in handlers:
+        if not any(isinstance(f, RepeatThrottle) for f in h.filters):
+            h.addFilter(RepeatThrottle(interval_s))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {
@@ -79,6 +117,7 @@ def setup(level: str | None = None) -> None:
             return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    throttle_repeats([handler])
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries are chatty at INFO about every (re)connection; keep their warnings.

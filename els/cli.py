@@ -92,7 +92,8 @@ def _kafka_options(p: argparse.ArgumentParser) -> None:
 def cmd_ingest(args, names) -> int:
     import asyncio
 
-    from common.kafka_check import check
+    from common.kafka_check import KafkaUnreachable, check
+    from common.topics import TopicMismatch, ensure_pipeline_topics
     from ingest.app import run
 
     cfg = _apply(args, names)
@@ -102,7 +103,17 @@ def cmd_ingest(args, names) -> int:
         return 2
     if not _port_free("ingest", cfg.els_ingest_host, cfg.els_ingest_port, "ELS_INGEST_PORT"):
         return 2
-    asyncio.run(check(cfg.bootstrap_list, cfg.kafka_security))  # refused settings: exit 2; a broker down is fine
+    # refused settings: exit 2; a broker down is fine: ingest connects, and makes the topics, when it comes up
+    # (answering 503 until then)
+    unreachable = asyncio.run(check(cfg.bootstrap_list, cfg.kafka_security))
+    try:
+        if unreachable is None:
+            asyncio.run(ensure_pipeline_topics(cfg))
+    except TopicMismatch as exc:
+        print(f"els ingest: {exc}", file=sys.stderr)
+        return 2
+    except KafkaUnreachable:
+        pass
     run(cfg)
     return 0
 
@@ -121,17 +132,10 @@ REPLAY = ["ELS_APP_ID", "ELS_WINDOW_SECONDS", "ELS_LATENESS_SECONDS", "ELS_CHAIN
 
 
 def cmd_process(args, names) -> int:
-    """Create the topics with ELS_PARTITIONS, then hand over to Faust's own worker command."""
-    import asyncio
-
-    from common.topics import ensure_topics
-
+    """Faust's own worker command, on processor.app (which makes the topics first: processor/app.py)."""
     cfg = _apply(args, names)
     if not _port_free("process", "0.0.0.0", cfg.els_web_port, "ELS_WEB_PORT"):
         return 2
-    asyncio.run(ensure_topics(cfg.kafka_bootstrap_servers,
-                              [cfg.els_raw_topic, cfg.els_deadletter_topic, cfg.els_out_topic], cfg.els_partitions,
-                              replication=cfg.els_replication_factor, security=cfg.kafka_security))
     from faust.cli.faust import cli
 
     level = {"warning": "warn", "critical": "crit"}.get(cfg.els_log_level.lower(), cfg.els_log_level.lower())
@@ -267,9 +271,17 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_replay(args, names) -> int:
     """Backfill a time range from the raw topic; the live pipeline is untouched."""
+    import asyncio
+
+    from common.topics import TopicMismatch, ensure_pipeline_topics
     from processor.replay.backfill import ReplayError, replay_config, run_replay
 
     cfg = replay_config(_apply(args, names))
+    try:  # replay may be the first to start on a new cluster: the topics are made, or refused, as everywhere
+        asyncio.run(ensure_pipeline_topics(cfg))
+    except TopicMismatch as exc:
+        print(f"els replay: {exc}", file=sys.stderr)
+        return 2
     if cfg.dd_api_key is None:
         print(f"els replay: DD_API_KEY is not set: nothing goes to Datadog; the requests are written to "
               f"{cfg.els_dry_run_file}", file=sys.stderr)
@@ -292,14 +304,15 @@ COMMANDS = {
                ["KAFKA_BOOTSTRAP_SERVERS"] + COMMON),
     "kafka": (cmd_kafka, "Apache Kafka itself (fetched with Maven, run with Java, KRaft) on free local ports, "
                          "for tests and benchmarks", ["ELS_KAFKA_CACHE"] + COMMON),
-    "ingest": (cmd_ingest, "the ELS webhook endpoint (POST /v1/events)", KAFKA + TOPICS[:2] + INGEST + COMMON),
+    "ingest": (cmd_ingest, "the ELS webhook endpoint (POST /v1/events)",
+               KAFKA + TOPICS + ["ELS_APP_ID"] + INGEST + COMMON),
     "process": (cmd_process, "the Faust worker: dedup, correlate, aggregate, emit to the outbox",
                 KAFKA + TOPICS + PROCESS + COMMON),
     "up": (cmd_up, "the whole stack: docker compose up when a Docker engine answers, else the embedded broker, "
                    "ingest and processor in one foreground process group",
            KAFKA + TOPICS + INGEST + PROCESS + COMMON),
     "replay": (cmd_replay, "backfill: re-process a time range of the raw topic and send it with its own times",
-               KAFKA[:1] + SECURITY_SETTINGS + TOPICS[:2] + REPLAY + COMMON),
+               KAFKA + TOPICS + REPLAY + COMMON),
     "simulate": (cmd_simulate, "realistic ELS traffic against an ingest URL, with the totals it must produce",
                  ["ELS_AUTH_TOKENS", "ELS_AUTH_HEADER"] + COMMON),
     "datadog": (cmd_datadog, "install: create or update the Okta Workflows dashboard and monitors in Datadog",

@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from common.config import Config
 from common.deadletter import DeadLetterWriter, Stage
 from common.producer import start_producer
-from common.topics import ensure_topics
+from common.topics import TopicMismatch, ensure_pipeline_topics
 
 log = logging.getLogger("els.ingest.kafka")
 
@@ -85,9 +85,8 @@ class KafkaWriter:
                     d.task.cancel()
 
     async def _ensure_topics(self) -> None:
-        await ensure_topics(self.cfg.kafka_bootstrap_servers,
-                            [self.cfg.els_raw_topic, self.cfg.els_deadletter_topic], self.cfg.els_partitions,
-                            replication=self.cfg.els_replication_factor, security=self.security)
+        """Every topic of the pipeline, the processor's included: ingest may be the first to start."""
+        await ensure_pipeline_topics(self.cfg)
 
     async def _connect_forever(self) -> None:
         delay = 0.2
@@ -100,6 +99,9 @@ class KafkaWriter:
                 return
             except asyncio.CancelledError:
                 raise
+            except TopicMismatch as exc:  # an operator's fix is needed; meanwhile requests are answered 503
+                log.error("%s", exc, extra={"retry_in_s": 5.0})
+                await asyncio.sleep(5.0)
             except Exception as exc:  # any failure to connect is retried: the broker may come up later
                 log.warning("Kafka not reachable yet; retrying", extra={"error": repr(exc), "retry_in_s": delay})
                 await asyncio.sleep(delay)

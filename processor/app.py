@@ -7,15 +7,20 @@ loop (unless `faust --loop` or FAUST_LOOP chose one), limits the C heaps and tun
 the choices take effect.
 """
 
+import asyncio
+import logging
+import sys
 from pathlib import Path
 
+from common import logs
 from common.config import Config
 from processor.runtime import limit_malloc_arenas, tune_gc, use_uvloop
 from processor.worker import create_app
 
 use_uvloop()
 limit_malloc_arenas()
-app = create_app(Config.from_env())
+CONFIG = Config.from_env()
+app = create_app(CONFIG)
 
 
 def _make_data_dir(sender, **kwargs) -> None:
@@ -26,5 +31,32 @@ def _make_data_dir(sender, **kwargs) -> None:
     Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)
 
 
+def _throttle_repeated_log_lines(sender, **kwargs) -> None:
+    """Faust's worker has installed its log handlers by now: one line per repeated warning and interval on them
+    (common/logs.py RepeatThrottle), so a broker that is down does not flood the log."""
+    logs.throttle_repeats(logging.getLogger().handlers)
+
+
+def _make_topics(sender, **kwargs) -> None:
+    """Every topic of the pipeline exists with ELS_PARTITIONS before Faust subscribes or declares one (common/
+    topics.py). One that exists with another count, or settings the brokers refuse, stop the worker with exit 2
+    and the fix; no broker at all with exit 1 (retryable: a supervisor starts it again). Faust's worker runs this
+    inside its starting event loop, where nothing else runs yet: the topics are made on a thread of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from common.config import ConfigError
+    from common.kafka_check import KafkaUnreachable
+    from common.topics import TopicMismatch, ensure_pipeline_topics
+
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            pool.submit(asyncio.run, ensure_pipeline_topics(CONFIG)).result()
+        except (TopicMismatch, ConfigError, KafkaUnreachable) as exc:  # ConfigError: KafkaRefused, setting named
+            print(f"els process: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(1 if isinstance(exc, KafkaUnreachable) else 2) from None
+
+
 app.on_worker_init.connect(_make_data_dir)
+app.on_worker_init.connect(_make_topics)
+app.on_worker_init.connect(_throttle_repeated_log_lines)
 tune_gc()

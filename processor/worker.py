@@ -136,9 +136,8 @@ def _register_ticks(app: faust.App, raw, partitions: int, every_s: float) -> Non
 
 
 def _register_rest(app: faust.App, pipeline: Pipeline, kafka: KafkaOut) -> None:
-    """The sink, the recovery top-up, the web views, and Faust's per-event monitor removed."""
+    """The sink, the web views, and Faust's per-event monitor removed."""
     from processor.sink import agent as sink
-    from processor.state import restore
     from processor.web import views as web
 
     @app.task
@@ -149,13 +148,8 @@ def _register_rest(app: faust.App, pipeline: Pipeline, kafka: KafkaOut) -> None:
             app.sensors.remove(app.monitor)
         log.info("event loop: %s", type(asyncio.get_running_loop()).__module__)
 
-    def count_restored(n: int) -> None:
-        pipeline.stats.restored_past_reported_end += n
-
     def sink_table(name: str, help_: str) -> faust.Table:
         return app.Table(name, key_type=str, partitions=pipeline.cfg.els_partitions, help=table_help(name, help_))
 
     pipeline.sink = sink.register(app, pipeline.cfg, pipeline.out, kafka, sink_table)
-    restore.register(app, [pipeline.chains, pipeline.windows, pipeline.sink.table], pipeline.cfg.bootstrap_list,
-                     on_done=count_restored)
     web.register(app)

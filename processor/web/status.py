@@ -45,13 +45,14 @@ def _partition(key: str, partitions: set[int] | None) -> int | None:
 
 
 def local_share(windows: Iterable[tuple[str, dict]], *, partitions: Iterable[int] | None, window_seconds: int,
-                max_windows: int = MAX_WINDOWS) -> dict:
+                now_ms: int, max_windows: int = MAX_WINDOWS) -> dict:
     """One worker's part of the status: {"partitions", "groups", "pipeline", "clocks"}, JSON-ready.
 
     `windows` are the windows table's (key, record) items; only records of `partitions` count (None: all; a
     worker's table also holds standby copies of other partitions, which are not its to show). Flow bags are
-    merged per (group, window start) and only the newest `max_windows` starts are kept: the cluster's timeline
-    ends at the newest start of any worker, so it never reaches further back than this.
+    merged per (group, window start) and only the newest `max_windows` starts up to the wall clock `now_ms` are
+    kept: a window that starts later (events stamped in the future) never hides the present, and the cluster's
+    timeline ends at the newest start of any worker, so it never reaches further back than this.
     """
     owned = None if partitions is None else set(partitions)
     per: dict[tuple[str, int], Bag] = {}
@@ -67,7 +68,7 @@ def local_share(windows: Iterable[tuple[str, dict]], *, partitions: Iterable[int
         group = rec.get("group", "")
         if group == "pipeline":
             pipeline.merge(Bag.from_dict(rec.get("bag") or {}))
-        elif group.startswith("flow:") and isinstance(rec.get("ws"), int):
+        elif group.startswith("flow:") and isinstance(rec.get("ws"), int) and rec["ws"] <= now_ms:
             per.setdefault((group, rec["ws"]), Bag()).merge(Bag.from_dict(rec.get("bag") or {}))
     if per:
         newest = max(ws for _g, ws in per)
@@ -159,7 +160,7 @@ def status_view(held: Held, *, window_seconds: int, prefix: str, now_ms: int, ma
                    "with_failures": sum(f["failures"] > 0 for f in flows),
                    "events": sum(f["events"] for f in flows), "failures": sum(f["failures"] for f in flows)},
         "pipeline": {name: pv.get(f"pipeline.{name}", 0)
-                     for name in ("events_in", "duplicates", "late_events", "deadletters")},
+                     for name in ("events_in", "duplicates", "late_events", "future_events", "deadletters")},
         "clocks": {p: held.clocks[p] for p in sorted(held.clocks, key=int)},
         "has_data": bool(flows),
     }
@@ -168,7 +169,8 @@ def status_view(held: Held, *, window_seconds: int, prefix: str, now_ms: int, ma
 def status_data(windows: Iterable[tuple[str, dict]], *, window_seconds: int, prefix: str,
                 partitions: Iterable[int] | None, now_ms: int, max_windows: int = MAX_WINDOWS) -> dict:
     """The page's JSON from one table's records (one worker, or a test): both stages at once."""
-    share = local_share(windows, partitions=partitions, window_seconds=window_seconds, max_windows=max_windows)
+    share = local_share(windows, partitions=partitions, window_seconds=window_seconds, now_ms=now_ms,
+                        max_windows=max_windows)
     return status_view(merge_shares([share]), window_seconds=window_seconds, prefix=prefix, now_ms=now_ms,
                        max_windows=max_windows)
 

@@ -220,7 +220,8 @@ def _register_status(app, where: Cluster) -> None:
         s = parts(app)
         now_ms = int(time.time() * 1000)
         owned = where.owned(s.cfg.els_raw_topic, asked)
-        share = local_share(list(s.windows.items()), partitions=owned, window_seconds=s.cfg.els_window_seconds)
+        share = local_share(list(s.windows.items()), partitions=owned, window_seconds=s.cfg.els_window_seconds,
+                            now_ms=now_ms)
         sink = sink_state(s.sink.stats, s.sink.client.dry_run, retries.sample(s.sink.stats.get("sink_retries", 0),
                                                                              now_ms))
         return {**share, "url": str(app.conf.canonical_url), "sink": sink,

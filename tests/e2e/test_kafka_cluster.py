@@ -14,16 +14,16 @@ import asyncio
 import os
 import time
 
-import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from common.config import Config
 from els.apache_kafka import ApacheKafka
-from tests.e2e.test_datadog_e2e import PARTITIONS, M, env_for, mismatches, wait_exact, workload
+from tests.e2e.test_datadog_e2e import PARTITIONS, env_for, wait_exact, workload
 from tests.e2e.test_ingest import Ingest, make_config
 from tests.helpers.fakedatadog import FakeDatadog
 from tests.helpers.kafka import read_topic
+from tests.helpers.load import Feeder, delivering, exact_allowing_resends, ready
 from tests.helpers.paths import ARTIFACTS
 from tests.helpers.workers import Worker
 
@@ -67,31 +67,6 @@ async def wait_in_sync(bootstrap: str, timeout: float = 120) -> None:
         await admin.close()
 
 
-class Feeder:
-    """Posts the workload in slices, retrying 503s as a webhook sender does; keeps what was answered 202."""
-
-    def __init__(self, ing: Ingest, events: list[dict], per_request: int = 20, pause: float = 0.1):
-        self.ing, self.events, self.per_request, self.pause = ing, events, per_request, pause
-        self.accepted: list[dict] = []
-        self.resent = 0  # events posted again after a 503 (a 503 may come after Kafka did write them)
-
-    async def run(self) -> None:
-        for i in range(0, len(self.events), self.per_request):
-            batch = self.events[i:i + self.per_request]
-            for _attempt in range(120):
-                status, answer, _ = await self.ing.post(orjson.dumps(batch))
-                if status == 202:
-                    assert answer["rejected"] == 0, answer
-                    self.accepted.extend(batch)
-                    break
-                assert status == 503, (status, answer)
-                self.resent += len(batch)
-                await asyncio.sleep(0.5)
-            else:
-                raise AssertionError("ingest answered 503 for a minute")
-            await asyncio.sleep(self.pause)
-
-
 def cluster_env(kafka: ApacheKafka, topics: dict, dd: FakeDatadog) -> dict:
     """A worker's settings: every topic it makes with REPLICAS replicas."""
     return {**env_for(kafka.bootstrap, topics, dd), "ELS_REPLICATION_FACTOR": str(REPLICAS)}
@@ -101,39 +76,6 @@ def ingest_config(kafka: ApacheKafka, topics: dict) -> Config:
     """Ingest's: REPLICAS replicas, and 5 s for Kafka's acknowledgement (a leader election takes seconds)."""
     return make_config(kafka.bootstrap, topics, els_partitions=PARTITIONS, els_replication_factor=REPLICAS,
                        els_ack_timeout_seconds=5.0)
-
-
-async def delivering(dd: FakeDatadog, worker: Worker, timeout: float = 90) -> None:
-    """Until the worker (its topics made) has delivered to Datadog: the faults hit a running pipeline."""
-    deadline = time.monotonic() + timeout
-    while dd.request_count("/api/v2/series") == 0:
-        assert time.monotonic() < deadline and worker.proc.poll() is None, worker.output()[-3000:]
-        await asyncio.sleep(0.5)
-
-
-async def ready(workers: list[Worker], timeout: float = 120) -> None:
-    """Until every worker's /els/stats/ says ready."""
-    deadline = time.monotonic() + timeout
-    while not all([(await asyncio.to_thread(w.stats)).get("ready") for w in workers]):
-        for w in workers:
-            assert w.proc.poll() is None, "worker died:\n" + w.output()[-3000:]
-        assert time.monotonic() < deadline, "a worker never became ready"
-        await asyncio.sleep(0.5)
-
-
-async def exact_allowing_resends(dd: FakeDatadog, sim, feeder: Feeder, workers: list[Worker]) -> None:
-    """Every value exact; pipeline.duplicates may exceed the workload's own by what 503 retries re-wrote."""
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        for w in workers:
-            assert w.proc.poll() is None, "worker died:\n" + w.output()[-4000:]
-        wrong = [m for m in mismatches(dd, sim) if not m.startswith("duplicates")]
-        dups = dd.sum(M + "pipeline.duplicates")
-        if not wrong and sim.expected.duplicates <= dups <= sim.expected.duplicates + feeder.resent:
-            return
-        await asyncio.sleep(0.5)
-    pytest.fail("Datadog values never matched:\n" + "\n".join(mismatches(dd, sim)[:20]) + "\n" +
-                "\n".join(w.output()[-3000:] for w in workers))
 
 
 async def test_a_broker_killed_under_load_loses_no_acknowledged_event(cluster, topic_names):

@@ -126,8 +126,8 @@ def test_faust_credentials_become_the_same_aiokafka_arguments(protocol, mechanis
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 async def test_the_processors_faust_app_makes_its_clients_with_these_settings(mechanism, pki, tmp_path):
-    """The real aiokafka producer and consumer Faust builds for the worker (not started), and the changelog
-    top-up's arguments (faust_client_kwargs), for SCRAM over TLS and the rest."""
+    """The real aiokafka producer and consumer Faust builds for the worker (not started), and the
+    end-offset probe's arguments (faust_client_kwargs), for SCRAM over TLS and the rest."""
     from processor.worker import create_app
 
     env = {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": mechanism, "KAFKA_SASL_USERNAME": "svc-els",

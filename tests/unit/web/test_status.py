@@ -28,6 +28,7 @@ from processor.web.status import (
 P = "okta.workflows"
 W = 10
 T0 = 1_790_000_000_000 - 1_790_000_000_000 % (W * 1000)
+NOW = T0 + 3_600_000
 
 
 def ev(event_type, flow_id, ts, duration=None, name=None):
@@ -129,8 +130,8 @@ def test_only_owned_partitions_count_and_their_clocks_are_reported():
     assert d["flows"][0]["error_rate"] == 0.5
     assert d["clocks"] == {"0": {"now_ms": T0 + 5000, "offset": 41}}
     assert data(items, partitions=[])["has_data"] is False
-    assert local_share(items, partitions=[0], window_seconds=W)["partitions"] == [0]
-    assert local_share(items, partitions=None, window_seconds=W)["partitions"] == [0, 1]
+    assert local_share(items, partitions=[0], window_seconds=W, now_ms=NOW)["partitions"] == [0]
+    assert local_share(items, partitions=None, window_seconds=W, now_ms=NOW)["partitions"] == [0, 1]
 
 
 def test_shares_of_two_workers_merge_to_the_values_of_one():
@@ -143,7 +144,7 @@ def test_shares_of_two_workers_merge_to_the_values_of_one():
     items += [rec(p, "pipeline", T0, pipe) for p in range(4)]
     items += [(f"{p}|clock", {"now": T0 + p, "off": p}) for p in range(4)]
     whole = data(items)
-    shares = [local_share(items, partitions=ps, window_seconds=W) for ps in ([0, 2], [1, 3])]
+    shares = [local_share(items, partitions=ps, window_seconds=W, now_ms=NOW) for ps in ([0, 2], [1, 3])]
     shares = [orjson.loads(orjson.dumps(s)) for s in shares]  # as they travel over HTTP
     merged = status_view(merge_shares(shares), window_seconds=W, prefix=P, now_ms=T0 + 60_000)
     assert merged == whole
@@ -153,7 +154,7 @@ def test_shares_of_two_workers_merge_to_the_values_of_one():
 def test_a_share_keeps_only_the_newest_windows_the_page_can_show():
     step = W * 1000
     items = [rec(0, "flow:a", T0 + i * step, runs("a", T0 + i * step, 1, 0)) for i in range(5)]
-    share = local_share(items, partitions=None, window_seconds=W, max_windows=2)
+    share = local_share(items, partitions=None, window_seconds=W, now_ms=NOW, max_windows=2)
     assert [g["ws"] for g in share["groups"]] == [T0 + 3 * step, T0 + 4 * step]
 
 
@@ -167,7 +168,7 @@ def test_pipeline_counters_are_summed_and_other_groups_ignored():
     items = [rec(0, "pipeline", T0, pipe), rec(1, "pipeline", T0 + 10_000, pipe), rec(0, "chain:f", T0, chain),
              rec(0, "org:acme", T0, Bag())]
     d = data(items)
-    assert d["pipeline"] == {"events_in": 20, "duplicates": 4, "late_events": 2, "deadletters": 0}
+    assert d["pipeline"] == {"events_in": 20, "duplicates": 4, "late_events": 2, "future_events": 0, "deadletters": 0}
     assert d["flows"] == [] and d["has_data"] is False
 
 
@@ -212,9 +213,19 @@ def test_page_is_self_contained():
 
 
 def test_a_malformed_share_raises_so_it_is_not_taken_as_empty():
-    share = local_share([rec(0, "flow:a", T0, runs("a", T0, 1, 0))], partitions=None, window_seconds=W)
+    share = local_share([rec(0, "flow:a", T0, runs("a", T0, 1, 0))], partitions=None, window_seconds=W, now_ms=NOW)
     merge_shares([share])
     for bad in ({**share, "groups": [{"group": "flow:a"}]}, {**share, "groups": [{"group": 1, "ws": T0, "bag": {}}]},
                 {**share, "clocks": {"0": 5}}):
         with pytest.raises((KeyError, ValueError, TypeError)):
             merge_shares([bad])
+
+
+def test_a_window_in_the_future_does_not_hide_the_present():
+    """One event stamped two hours ahead, then the present's: the page shows the present, by the wall clock."""
+    now = T0 + 5 * W * 1000
+    items = [rec(0, "flow:a", ws, runs("a", ws, 4, 0)) for ws in range(T0, now, W * 1000)]
+    items.append(rec(1, "flow:ahead", now + 7_200_000, runs("ahead", now + 7_200_000, 1, 0)))
+    d = status_data(items, window_seconds=W, prefix=P, partitions=None, now_ms=now)
+    assert [f["flow_id"] for f in d["flows"]] == ["a"]
+    assert d["windows"][-1] == now - W * 1000 and d["totals"]["events"] == 5 * 8

@@ -1,0 +1,46 @@
+"""Workers restarted as operators restart them, on the session's broker (the embedded one in `make test`, Apache
+Kafka in `make test-kafka`), while events flow: each of two workers SIGTERMed and started again in turn, the
+next once the new one is ready (a Kubernetes rollout), then one SIGKILLed and started again. Both workers are
+running at the end, and Datadog's values (the fake intake) equal a single uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.e2e.test_datadog_e2e import PARTITIONS, env_for, wait_exact, workload
+from tests.e2e.test_ingest import Ingest, make_config
+from tests.helpers.fakedatadog import FakeDatadog
+from tests.helpers.load import Feeder, delivering, ready
+from tests.helpers.workers import Worker
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+async def test_workers_restarted_in_turn_then_one_killed_keep_running_and_exact(kafka_bootstrap, topic_names):
+    sim, events = workload(seed=61, chains=300)
+    async with FakeDatadog() as dd:
+        env = env_for(kafka_bootstrap, topic_names, dd)
+        workers = [Worker(env, "roll-w1").start(), Worker(env, "roll-w2").start()]
+        try:
+            async with Ingest(make_config(kafka_bootstrap, topic_names, els_partitions=PARTITIONS)) as ing:
+                feeder = Feeder(ing, events, pause=0.25)
+                feed = asyncio.create_task(feeder.run())
+                await delivering(dd, workers[0])
+                for i in range(2):
+                    await ready(workers)
+                    await asyncio.to_thread(workers[i].stop)
+                    workers[i] = Worker(env, f"roll-w{i + 1}-again").start()
+                await ready(workers)
+                workers[0].kill()
+                workers[0] = Worker(env, "roll-w1-after-kill").start()
+                await ready(workers)
+                await feed
+            assert feeder.resent == 0, "ingest answered 503 with the broker up"
+            await wait_exact(dd, sim, 240, workers)
+            assert all(w.proc.poll() is None for w in workers), "a worker exited"
+        finally:
+            for w in workers:
+                w.stop()
