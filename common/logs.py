@@ -91,6 +91,16 @@ def throttle_repeats(handlers, interval_s: float = 10.0) -> None:
             h.addFilter(RepeatThrottle(interval_s))
 
 
+def throttle_loggers(prefixes: tuple[str, ...], interval_s: float = 10.0) -> None:
+    """Attach one shared RepeatThrottle to every logger created so far whose name starts with one of `prefixes`
+    (a logger's filters see only its own records, and Faust's worker replaces the root handlers when it starts)."""
+    throttle = RepeatThrottle(interval_s)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if (isinstance(logger, logging.Logger) and name.startswith(prefixes)
+                and not any(isinstance(f, RepeatThrottle) for f in logger.filters)):
+            logger.addFilter(throttle)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {

@@ -8,7 +8,6 @@ the choices take effect.
 """
 
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
@@ -21,6 +20,8 @@ use_uvloop()
 limit_malloc_arenas()
 CONFIG = Config.from_env()
 app = create_app(CONFIG)
+# while Kafka is down its clients retry every 100 ms, each retry an ERROR line: one per message and 10 s instead
+logs.throttle_loggers(("aiokafka", "kafka", "faust", "mode"))
 
 
 def _make_data_dir(sender, **kwargs) -> None:
@@ -29,12 +30,6 @@ def _make_data_dir(sender, **kwargs) -> None:
     Runs when Faust's command line prepares a worker (`els process`, `faust -A processor.app worker`), not on
     a mere import."""
     Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)
-
-
-def _throttle_repeated_log_lines(sender, **kwargs) -> None:
-    """Faust's worker has installed its log handlers by now: one line per repeated warning and interval on them
-    (common/logs.py RepeatThrottle), so a broker that is down does not flood the log."""
-    logs.throttle_repeats(logging.getLogger().handlers)
 
 
 def _make_topics(sender, **kwargs) -> None:
@@ -58,5 +53,4 @@ def _make_topics(sender, **kwargs) -> None:
 
 app.on_worker_init.connect(_make_data_dir)
 app.on_worker_init.connect(_make_topics)
-app.on_worker_init.connect(_throttle_repeated_log_lines)
 tune_gc()

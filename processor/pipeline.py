@@ -8,6 +8,7 @@ from typing import Any
 
 from common.config import Config
 from processor.engine import Engine
+from processor.health import Health
 from processor.state import keys
 from processor.state.records import Clock, window_view
 
@@ -49,6 +50,7 @@ class Pipeline:
     out: Any           # the outbox topic
     stats: WorkerStats = field(default_factory=WorkerStats)
     sink: Any = None   # processor.sink.agent.Sink, once registered
+    health: Health = field(default_factory=Health)  # whether the agent and the sink keep failing
 
     def window_views(self) -> dict[str, dict]:
         """The windows table's local records, readable: window records as window_view, clocks as {now, off}."""

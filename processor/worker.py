@@ -23,6 +23,7 @@ from common.deadletter import DeadLetterWriter, Stage
 from processor.batch import BatchApplier
 from processor.engine import TICK_HEADER, TICK_KEY, Engine, settings_from, tick_value
 from processor.engine.records import TICK_KIND
+from processor.health import Health, Loop
 from processor.pipeline import Pipeline
 from processor.state.changelog import KafkaOut
 from processor.state.positions import Positions
@@ -81,7 +82,7 @@ def create_app(cfg: Config) -> faust.App:
                                        raw, out)
     kafka = KafkaOut(app)
     applier = _applier(app, pipeline, kafka)
-    _register_agent(app, raw, applier)
+    _register_agent(app, raw, applier, pipeline.health)
     _register_ticks(app, raw, cfg.els_partitions, cfg.els_flush_seconds)
     _register_rest(app, pipeline, kafka)
     return app
@@ -107,15 +108,17 @@ def _applier(app: faust.App, pipeline: Pipeline, kafka: KafkaOut) -> BatchApplie
                         cfg.els_partitions, pipeline.stats)
 
 
-def _register_agent(app: faust.App, raw, applier: BatchApplier) -> None:
+def _register_agent(app: faust.App, raw, applier: BatchApplier, health: Health) -> None:
     @app.agent(raw)
     async def process(stream):
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_SECONDS):
             try:
                 await applier.apply(events)
-            except BaseException:
+            except BaseException as exc:
                 # the engine's transactions and positions may be ahead of what reached Kafka: re-read the stores
                 applier.forget()
+                if isinstance(exc, Exception):  # not a cancellation: Faust restarts the agent, health counts it
+                    health.failed(Loop.AGENT, exc)
                 raise
 
     async def forget(app_, *args, **kwargs):
@@ -151,5 +154,5 @@ def _register_rest(app: faust.App, pipeline: Pipeline, kafka: KafkaOut) -> None:
     def sink_table(name: str, help_: str) -> faust.Table:
         return app.Table(name, key_type=str, partitions=pipeline.cfg.els_partitions, help=table_help(name, help_))
 
-    pipeline.sink = sink.register(app, pipeline.cfg, pipeline.out, kafka, sink_table)
+    pipeline.sink = sink.register(app, pipeline.cfg, pipeline.out, kafka, sink_table, pipeline.health)
     web.register(app)

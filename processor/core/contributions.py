@@ -57,7 +57,8 @@ def add_event(bag: Bag, ev) -> None:
 
 
 def add_chain(bag: Bag, summary: dict) -> None:
-    """A closed chain's contribution to its root flow's `chain:<root_flow_id>` bag, in the window of its end."""
+    """A closed chain's contribution to its root flow's `chain:<root_flow_id>` bag, in the window that
+    processor/engine/clock.py picks (of its end, or of its close)."""
     at = summary.get("end_ms") or summary.get("start_ms") or 0
     bag.label("root_flow_id", summary.get("root_flow_id") or "unknown", at)
     if summary.get("root_flow_name"):

@@ -1,7 +1,8 @@
 """The partition's clock moved (a tick, or the event-time watermark in replay): close what is due, emit.
 
-- Chains due by their index time are closed; a closed chain's summary goes into its root flow's window of the
-  chain's end (idempotent per offset: the tick's), and maybe a log.
+- Chains due by their index time are closed, before any window: a closed chain's summary goes into its root
+  flow's window of its end, or of its close when that one's lateness had passed (a timed-out chain: always of
+  its time-out), which is still open (`_chain_window`), idempotent per offset (the tick's); and maybe a log.
 - Re-processing the record that closed a chain puts the summary in again: its window may not have been written
   before a crash (the window's offset ranges make this a no-op when it was).
 - Windows past their lateness are closed with a final partial; dirty open windows emit a partial.
@@ -12,8 +13,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from processor.core import chains
 from processor.core.contributions import add_chain
 from processor.core.log_items import chain_log
@@ -21,8 +20,6 @@ from processor.core.windows import window_end, window_start
 from processor.engine.outputs import log_item, partial_item
 from processor.engine.step import Step
 from processor.state.keys import GroupKind, chain_group
-
-log = logging.getLogger("els.processor")
 
 
 def advance(step: Step, off: int, now: int) -> None:
@@ -42,7 +39,7 @@ def _close_chains(step: Step, off: int, now: int) -> None:
     for root, (_closed_ms, closed_off) in list(idx.closed_chains.items()):
         if closed_off == off:  # re-processing the record that closed it: its window may lack the chain
             ch = txn.chain(root)
-            _emit_chain(step, ch, off, ch.closed_ms)
+            _emit_chain(step, ch, off)
     for root, due in list(idx.open_chains.items()):
         if due > now:
             continue
@@ -57,7 +54,7 @@ def _close_chains(step: Step, off: int, now: int) -> None:
         chains.close(ch, status, at)
         ch.closed_off = off
         txn.chain_changed(ch)
-        _emit_chain(step, ch, off, at)
+        _emit_chain(step, ch, off)
 
 
 def _expire_chains(step: Step, now: int) -> None:
@@ -68,26 +65,25 @@ def _expire_chains(step: Step, now: int) -> None:
             step.txn.delete_chain(root)
 
 
-def _emit_chain(step: Step, ch: chains.Chain, off: int, now: int) -> None:
-    """A closed chain's summary into its root flow's window of the chain's end and, maybe, a log; `now` is
-    when it closed."""
+def _chain_window(ch: chains.Chain, window_ms: int, lateness_ms: int) -> int:
+    """The window a closed chain counts in: that of its last end if its lateness had not passed when the chain
+    closed (`closed_ms`), else that of its close; a timed-out chain always in that of its time-out (its last end
+    may be an hour old). Chains close before windows at the first clock at or past `closed_ms`, so this window
+    is still open: every closed chain counts once, never dropped. From the chain's record alone, so the record
+    that closed it, processed again after a crash, picks the same window."""
+    end = None if ch.closed["status"] == "timed_out" else ch.closed.get("end_ms")
+    if end is not None and window_start(end, window_ms) + window_ms + lateness_ms > ch.closed_ms:
+        return window_start(end, window_ms)
+    return window_start(ch.closed_ms, window_ms)
+
+
+def _emit_chain(step: Step, ch: chains.Chain, off: int) -> None:
+    """A closed chain's summary into its root flow's window (_chain_window) and, maybe, a log."""
     s = step.s
-    summary = ch.closed
-    end_ms = summary.get("end_ms") or ch.closed_ms
-    ws = window_start(end_ms, s.window_ms)
-    if ws + s.window_ms + s.lateness_ms <= now and step.key(chain_group(summary.get("root_flow_id")), ws)[0] \
-            not in step.txn.index.windows:
-        # its window closed and is gone (a chain timed out long after its last end): like a closed window,
-        # it takes nothing, rather than a new record whose partial would replace the window's full value
-        log.info("chain closed after its window's lateness; not counted in it: root flow %s (%s), root execution "
-                 "%s, window %s ms, clock %s ms", summary.get("root_flow_id"), summary.get("root_flow_name"),
-                 ch.root, ws, now,
-                 extra={"root_flow_id": summary.get("root_flow_id"), "root_execution_id": ch.root,
-                        "window_start_ms": ws, "clock_ms": now})
-    else:
-        step.add(chain_group(summary.get("root_flow_id")), ws, off, add_chain, summary)
+    ws = _chain_window(ch, s.window_ms, s.lateness_ms)
+    step.add(chain_group(ch.closed.get("root_flow_id")), ws, off, add_chain, ch.closed)
     if "chains" in s.logs:
-        step.out.add_log(*log_item(ch.root, chain_log(summary)))
+        step.out.add_log(*log_item(ch.root, chain_log(ch.closed)))
 
 
 def _close_windows(step: Step, off: int, now: int) -> None:

@@ -42,7 +42,7 @@ class Engine:
         self._indexes: dict[int, state_index.PartitionIndex] = {}
         self._txns: dict[int, PartitionTransaction] = {}
         self._keys: dict[int, dict] = {}
-        self._last_advance: dict[int, int] = {}
+        self._last_advance: dict[int, tuple[int, int]] = {}  # replay: partition -> (clock, offset) last advanced at
         self._scanned = False  # the stores were scanned since the last forget: partitions not found are empty
 
     # -- what the engine holds in memory --------------------------------------------------------------------
@@ -52,6 +52,7 @@ class Engine:
         self._indexes.pop(p, None)
         self._txns.pop(p, None)
         self._keys.pop(p, None)
+        self._last_advance.pop(p, None)
         self._scanned = False
 
     def forget_all(self) -> None:
@@ -126,11 +127,13 @@ class Engine:
 
     def _advance_in_replay(self, step: Step, off: int, only_if_due: bool = False) -> None:
         """In replay the clock is event time: windows close as it passes them (at most every quarter window
-        while a batch runs, and at its end)."""
+        while a batch runs, and at its end). Never twice at one record: the second would take the chains closed
+        at it for a re-processing after a crash, and count them again."""
         now = step.txn.clock.now
-        if only_if_due and now - self._last_advance.get(step.p, 0) < self.s.window_ms // 4:
+        last_now, last_off = self._last_advance.get(step.p, (0, -1))
+        if off == last_off or (only_if_due and now - last_now < self.s.window_ms // 4):
             return
-        self._last_advance[step.p] = now
+        self._last_advance[step.p] = (now, off)
         advance(step, off, now)
 
     def flush_due(self, p: int, now: float | None = None) -> bool:

@@ -3,7 +3,8 @@
 Hot path. What an event changes: its chain (unless it is a duplicate or a replay of an applied record), its
 flow's window and, for ended executions with steps, its org's month; plus the pipeline counters of the window
 of its arrival. A window past its lateness by the partition's clock takes nothing: the event is counted in
-pipeline.late_events instead.
+pipeline.late_events instead. An event stamped more than FUTURE_TOLERANCE_MS ahead of its receive time changes
+nothing (no chain, no window, no clock): it is counted in pipeline.future_events and dead-lettered.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from processor.core import chains
 from processor.core.chains import Verdict
 from processor.core.contributions import add_event, add_org_steps
 from processor.core.log_items import event_log, failure_log
-from processor.core.model import InvalidEvent, parse_event
+from processor.core.model import FlowEvent, InvalidEvent, parse_event
 from processor.core.windows import month_start, window_start
 from processor.engine.outputs import log_item
 from processor.engine.records import Record, received_ms
@@ -22,6 +23,11 @@ from processor.engine.step import Step
 from processor.state.keys import flow_group, org_group
 
 log = logging.getLogger("els.processor")
+
+# Datadog drops metric points more than 10 minutes in the future (processor/sink/delivery.py): an event stamped
+# further ahead of its receive time has a wrong clock, and in replay it would move the partition's clock (event
+# time) past every open window, closing them early and making every later event late.
+FUTURE_TOLERANCE_MS = 600_000
 
 
 def apply_event(step: Step, rec: Record) -> None:
@@ -31,8 +37,9 @@ def apply_event(step: Step, rec: Record) -> None:
     try:
         ev = parse_event(rec.value, received)
     except InvalidEvent as exc:
-        step.out.deadletters.append((rec.value, exc.reason, received))
-        step.count("pipeline.deadletters", window_start(clock.now or received, s.window_ms), off)
+        _deadletter(step, rec, exc.reason, received)
+        return
+    if _from_the_future(step, rec, ev, received):
         return
     if s.replay and ev.timestamp_ms > clock.now:
         clock.now = ev.timestamp_ms
@@ -65,3 +72,30 @@ def apply_event(step: Step, rec: Record) -> None:
         step.out.add_log(*log_item(ev.root_execution_id, failure_log(ev, chains.path_to(ch, ev.execution_id))))
     elif "events" in s.logs:
         step.out.add_log(*log_item(ev.root_execution_id, event_log(ev)))
+
+
+def _deadletter(step: Step, rec: Record, reason: str, received: int, *also: str) -> None:
+    """The record to the dead-letter topic, counted in pipeline.deadletters and `also` (the clock's window)."""
+    step.out.deadletters.append((rec.value, reason, received))
+    ws = window_start(step.txn.clock.now or received, step.s.window_ms)
+    for metric in ("pipeline.deadletters", *also):
+        step.count(metric, ws, rec.offset)
+
+
+def _from_the_future(step: Step, rec: Record, ev: FlowEvent, received: int) -> bool:
+    """True (counted, dead-lettered, logged) when the event is stamped more than FUTURE_TOLERANCE_MS ahead of its
+    receive time: ingest's `received_at`, else the Kafka record's timestamp (records.received_ms). Both are in
+    the record, so a replay or a restart judges the event as when it arrived; the wall clock (or a tick) would
+    judge an old topic by today. A record with neither (timestamp -1, pre-0.10 Kafka) is not judged."""
+    ahead = ev.timestamp_ms - received if received and received > 0 else 0
+    if ahead <= FUTURE_TOLERANCE_MS:
+        return False
+    reason = (f"future_timestamp: event time {ahead / 1000:g} s ahead of its receive time (more than "
+              f"{FUTURE_TOLERANCE_MS // 1000} s)")
+    _deadletter(step, rec, reason, received, "pipeline.future_events")
+    log.info("future event dead-lettered and counted in pipeline.future_events: flow %s (%s), execution %s, event "
+             "time %s ms, %s ms ahead of its receive time %s ms", ev.flow_id, ev.flow_name, ev.execution_id,
+             ev.timestamp_ms, ahead, received,
+             extra={"flow_id": ev.flow_id, "execution_id": ev.execution_id, "timestamp_ms": ev.timestamp_ms,
+                    "received_ms": received})
+    return True

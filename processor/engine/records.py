@@ -44,7 +44,9 @@ def tick_time(rec: Record) -> int | None:
 
 
 def received_ms(rec: Record) -> int:
-    """When ingest received the event (its `received_at` header), else the record's timestamp."""
+    """When ingest received the event (its `received_at` header), else the record's timestamp (set when it was
+    produced, or appended). Both are in the log, so a replay or a restart reads the same time: the placing of an
+    event without a timestamp, and the clock that judges an event's time as in the future, never the wall clock."""
     v = rec.headers.get("received_at")
     if v:
         try:

@@ -261,7 +261,7 @@ class Replay:
 
     def _step(self, p: int, records: list[tuple[Record, int]], st: _Part) -> None:
         out = self._apply(p, self.engine.step(p, [rec for rec, _ts in records]))
-        refused = {value for value, _reason in out.deadletters}
+        refused = {value for value, *_why in out.deadletters}
         st.clock = max([st.clock, *(ts for rec, ts in records if rec.value not in refused)])
         st.last = max(st.last, records[-1][0].offset)
 

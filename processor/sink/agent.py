@@ -21,6 +21,7 @@ from common.config import Config
 from common.deadletter import DeadLetterWriter, Stage
 from processor.core.bag import Bag
 from processor.core.windows import window_start
+from processor.health import Health, Loop
 from processor.outbox import outbox_partition
 from processor.sink.buffer import Buffer
 from processor.sink.client import DatadogClient
@@ -58,8 +59,9 @@ class SinkAgent:
     after a 100,000-event backlog, docs/benchmarks.md).
     """
 
-    def __init__(self, cfg: Config, sink: Sink, producer, table):
+    def __init__(self, cfg: Config, sink: Sink, producer, table, health: Health | None = None):
         self.cfg = cfg
+        self.health = health or Health()
         self.sink = sink
         self.producer = producer
         self.table = table
@@ -79,7 +81,8 @@ class SinkAgent:
                 return
             try:
                 await self.deliver_held(events, values, series)
-            except Exception:
+            except Exception as exc:
+                self.health.failed(Loop.SINK, exc)
                 # e.g. the broker refused the sink's state writes: nothing was acked, so keep holding the records
                 # and try again shortly (Datadog's own failures never get here: the sender retries them itself)
                 self.buffer.restore(events, values, time.monotonic() + FLUSH_RETRY_SECONDS,
@@ -152,7 +155,7 @@ class SinkAgent:
         await (await self.producer.send(cfg.els_out_topic, None, orjson.dumps(value), q))
 
 
-def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
+def register(app, cfg: Config, out_topic, producer, make_table, health: Health) -> Sink:
     """Add the sink agent, its flush timer and its table to the Faust app."""
     table = make_table("sink", TABLE_HELP)
     client = DatadogClient(cfg)
@@ -164,12 +167,16 @@ def register(app, cfg: Config, out_topic, producer, make_table) -> Sink:
     if client.dry_run:
         log.warning("DD_API_KEY is not set: nothing goes to Datadog; the requests are written to %s, "
                     "this run's lines with \"run\": \"%s\"", cfg.els_dry_run_file, client.run_id)
-    agent = SinkAgent(cfg, sink, producer, table)
+    agent = SinkAgent(cfg, sink, producer, table, health)
 
     @app.agent(out_topic)
     async def deliver(stream):
         async for event in stream.noack().events():
-            agent.buffer.add(event, event.message.partition, orjson.loads(event.message.value), time.monotonic())
+            try:
+                agent.buffer.add(event, event.message.partition, orjson.loads(event.message.value), time.monotonic())
+            except Exception as exc:  # Faust restarts the agent; a record it cannot read would do this every time
+                health.failed(Loop.SINK, exc)
+                raise
             sink.stats["held"] = len(agent.buffer.events)
             if agent.buffer.full():
                 await agent.flush()  # back-pressure: the agent waits for the flush

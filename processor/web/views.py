@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from common.config import Config
     from processor.engine import Engine
+    from processor.health import Health
     from processor.pipeline import Pipeline
     from processor.sink.sink import Sink
 
@@ -71,6 +72,10 @@ class Parts:
     @property
     def stats(self) -> dict[str, int]:
         return self.pipeline.stats.as_dict()
+
+    @property
+    def health(self) -> Health:
+        return self.pipeline.health
 
     @property
     def windows(self) -> dict[str, dict]:
@@ -199,9 +204,10 @@ def _register_basics(app) -> None:
     async def stats_view(web, request):
         s = parts(app)
         # ready: partitions assigned and their state recovered (Faust's "Worker ready"); `els up` waits for it
-        ready = app.rebalancing_count > 0 and not app.rebalancing
+        # and neither the agent nor the sink keeps failing (processor/health.py)
+        ready = app.rebalancing_count > 0 and not app.rebalancing and not s.health.failing
         return web.json({**s.stats, **{f"sink_{k}": v for k, v in s.sink.stats.items()}, **s.sizes(),
-                         "ready": ready})
+                         "ready": ready, "problems": s.health.problems()})
 
     @app.page("/els/status/")
     async def status_page(web, request):
@@ -225,7 +231,7 @@ def _register_status(app, where: Cluster) -> None:
         sink = sink_state(s.sink.stats, s.sink.client.dry_run, retries.sample(s.sink.stats.get("sink_retries", 0),
                                                                              now_ms))
         return {**share, "url": str(app.conf.canonical_url), "sink": sink,
-                "worker": {k: s.stats.get(k, 0) for k in WORKER_STATS}}
+                "worker": {k: s.stats.get(k, 0) for k in WORKER_STATS}, "problems": s.health.problems()}
 
     @app.page("/els/status.local.json")
     async def status_local(web, request):
@@ -250,6 +256,7 @@ def _register_status(app, where: Cluster) -> None:
         data["served_by"] = str(app.conf.canonical_url)
         data["sink"] = sinks_combined(list(got.sinks.values()))
         data["worker"] = {k: sum(w[k] for w in got.workers.values()) for k in WORKER_STATS}
+        data["problems"] = [f"{url}: {p}" for url, problems in got.problems.items() for p in problems]
         return web.json(data)
 
 
@@ -260,6 +267,7 @@ class Gathered:
         self.held = Held()
         self.sinks: dict[str, dict] = {}
         self.workers: dict[str, dict] = {}
+        self.problems: dict[str, list[str]] = {}
 
     def take(self, url: str, body: dict) -> None:
         held = merge_shares([body])
@@ -268,6 +276,7 @@ class Gathered:
         self.held.merge(held)
         self.sinks[url] = sink
         self.workers[url] = worker
+        self.problems[url] = [str(p) for p in body.get("problems") or ()]
 
 
 def _unknown(app, web, name: str):

@@ -7,9 +7,12 @@ running at the end, and Datadog's values (the fake intake) equal a single uninte
 from __future__ import annotations
 
 import asyncio
+import time
 
+import orjson
 import pytest
 
+from tests.conftest import on_apache_kafka
 from tests.e2e.test_datadog_e2e import PARTITIONS, env_for, wait_exact, workload
 from tests.e2e.test_ingest import Ingest, make_config
 from tests.helpers.fakedatadog import FakeDatadog
@@ -44,3 +47,36 @@ async def test_workers_restarted_in_turn_then_one_killed_keep_running_and_exact(
         finally:
             for w in workers:
                 w.stop()
+
+
+@pytest.mark.skipif(not on_apache_kafka(), reason="the embedded broker ignores max.message.bytes: runs in make "
+                                                   "test-kafka")
+async def test_an_agent_that_keeps_failing_makes_the_worker_unready_and_the_page_red(kafka_bootstrap, topic_names):
+    """The outbox made by someone else with a tiny max.message.bytes: every batch's outbox write is refused, Faust
+    restarts the agent each time. The worker must not look healthy."""
+    from common.topics import ensure_topics
+    from tests.e2e.test_processor_e2e import worker_env
+
+    await ensure_topics(kafka_bootstrap, [topic_names["ELS_OUT_TOPIC"]], PARTITIONS,
+                        configs={topic_names["ELS_OUT_TOPIC"]: {"max.message.bytes": "200"}})
+    sim, events = workload(seed=62, chains=20)
+    worker = Worker(worker_env(kafka_bootstrap, topic_names), "failing-agent").start()
+    try:
+        async with Ingest(make_config(kafka_bootstrap, topic_names, els_partitions=PARTITIONS)) as ing:
+            status, _, _ = await ing.post(orjson.dumps(events))
+            assert status == 202
+        deadline = time.monotonic() + 120
+        stats: dict = {}
+        while time.monotonic() < deadline:
+            assert worker.proc.poll() is None, worker.output()[-3000:]
+            stats = await asyncio.to_thread(worker.stats)
+            if stats.get("problems"):
+                break
+            await asyncio.sleep(0.5)
+        assert stats.get("problems"), f"never reported: {stats}\n{worker.output()[-3000:]}"
+        assert stats["ready"] is False
+        assert "the agent failed" in stats["problems"][0] and "MessageSizeTooLarge" in stats["problems"][0]
+        page = await asyncio.to_thread(worker.get, "/els/status.json")
+        assert page["problems"] and "the agent failed" in page["problems"][0]
+    finally:
+        worker.stop()

@@ -59,6 +59,11 @@ class Worker:
         except (OSError, ValueError):
             return {}
 
+    def get(self, path: str) -> dict:
+        """A JSON page of the worker's web server."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=10) as r:
+            return orjson.loads(r.read())
+
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 

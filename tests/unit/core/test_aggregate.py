@@ -503,13 +503,14 @@ def test_render_org_group_month_to_date_and_utilization():
 def test_render_pipeline_group():
     b = Bag()
     for metric, n in (("pipeline.events_in", 10), ("pipeline.duplicates", 2), ("pipeline.late_events", 1),
-                      ("pipeline.deadletters", 3), ("pipeline.sink_retries", 4)):
+                      ("pipeline.future_events", 5), ("pipeline.deadletters", 3), ("pipeline.sink_retries", 4)):
         b.count(metric, n)
     series = render_series("pipeline", T0, 10, b, prefix="acme.wf", base_tags=parse_dd_tags("env:prod"))
     assert_valid_payload(series)
     assert {s["metric"]: s["points"][0]["value"] for s in series} == {
         "acme.wf.pipeline.events_in": 10.0, "acme.wf.pipeline.duplicates": 2.0, "acme.wf.pipeline.late_events": 1.0,
-        "acme.wf.pipeline.deadletters": 3.0, "acme.wf.pipeline.sink_retries": 4.0}
+        "acme.wf.pipeline.future_events": 5.0, "acme.wf.pipeline.deadletters": 3.0,
+        "acme.wf.pipeline.sink_retries": 4.0}
     for s in series:
         assert s["type"] == COUNT and s["interval"] == 10 and s["tags"] == ["env:prod"]
 

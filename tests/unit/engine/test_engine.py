@@ -38,10 +38,10 @@ def ev(kind: str, ts: int, ex: str = "ex-1", root: str | None = None, flow: str 
 class Harness:
     """An engine over dict stores that applies its own writes, like the Faust agent does."""
 
-    def __init__(self, **kw):
+    def __init__(self, s: Settings | None = None, **kw):
         self.chains: dict = {}
         self.windows: dict = {}
-        self.engine = Engine(settings(**kw), self.chains, self.windows)
+        self.engine = Engine(s or settings(**kw), self.chains, self.windows)
         self.offset = 0
         self.partials: dict = {}
         self.logs: list = []
@@ -191,21 +191,23 @@ def test_replay_counts_a_chain_whose_quiet_time_the_clock_jumped_over():
     period and its window's lateness. The chain closes as of when it became due, so it lands in its window."""
     h = Harness(replay=True, lateness_ms=60_000)
     h.run([h.rec(ev("FLOW_START", T0 + 1, ex="r")), h.rec(ev("FLOW_COMPLETE", T0 + 2, ex="r", duration=1))])
-    h.run([h.rec(ev("FLOW_START", T0 + 3_600_000, ex="later"))])
+    h.run([h.rec(ev("FLOW_START", T0 + 3_600_000, ex="later"), received_ms=T0 + 3_600_000)])
     assert count(h.bag("chain:f1", T0), "chains") == 1
     assert h.partials[("chain:f1", T0)]["final"]
 
 
-def test_a_chain_timed_out_after_its_window_closed_is_not_counted_there():
-    """Live, a chain that times out long after its last end: its window closed and went (the lateness passed
-    before the chain was due), so it is not put into a new record whose partial would replace the window's."""
+def test_a_chain_timed_out_after_its_window_closed_counts_in_the_window_of_its_time_out():
+    """Live, a chain that times out long after its last end: its end's window closed and went (the lateness
+    passed before the chain was due), so it counts in the window of its time-out, not in a new record of the
+    old window whose partial would replace that window's full value."""
     h = Harness(lateness_ms=60_000, timeout_ms=600_000)
     h.run([h.rec(ev("FLOW_START", T0 + 1, ex="r")), h.rec(ev("FLOW_START", T0 + 2, ex="h", root="r", flow="h")),
            h.rec(ev("FLOW_COMPLETE", T0 + 3, ex="r"))])  # the helper never ends: the chain times out
     for minute in range(1, 11):  # due at T0 + 10 min (its marker goes a lateness later)
         h.run([h.tick(T0 + minute * W)])
     assert decode_chain("r", h.chains["r"]).closed["status"] == "timed_out"
-    assert ("chain:f1", T0) not in h.partials
+    assert ("chain:f1", T0) not in h.partials and f"0|chain:f1|{T0}" not in h.windows
+    assert count(h.bag("chain:f1", T0 + 10 * W), "chains") == 1
 
 
 def test_state_stays_bounded():
@@ -294,9 +296,12 @@ def test_a_chain_closing_after_its_window_is_gone_does_not_recreate_it():
     h.run([h.tick(T0 + W + 10_000)])
     h.run([h.tick(T0 + 2 * W + 10_000)])  # the chain's end window (T0) closed and is gone
     h.partials.clear()
-    h.run([h.tick(T0 + 400_000)])  # timed out now
+    h.run([h.tick(T0 + 400_000)])  # timed out at T0 + 300 s, found by a tick 100 s later
     assert ("chain:f1", T0) not in h.partials and f"0|chain:f1|{T0}" not in h.windows
     assert any(log.get("chain", {}).get("status") == "timed_out" for log in h.logs)
+    # the window of its time-out was still open when the chain closed: it takes it, and then closes
+    timed_out = h.partials[("chain:f1", T0 + 300_000)]
+    assert timed_out["final"] and count(Bag.from_dict(timed_out["bag"]), "chains") == 1
 
 
 def test_the_window_key_cache_stays_bounded_over_a_long_run(monkeypatch):
