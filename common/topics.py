@@ -3,7 +3,7 @@
 Brokers that auto-create topics pick their own partition count (the embedded broker 4, Apache Kafka 1), and a
 count other than ELS_PARTITIONS breaks the pipeline: Faust refuses a table whose changelog's count differs from
 its source topic's, the outbox is read per raw partition, and a worker fed the wrong partitions crash-loops
-("Unrecognized partition"). So ingest, `els process`, `faust -A processor.app worker` and replay all create every
+("Unrecognized partition"). So ingest, `els process` and `faust -A processor.app worker` all create every
 topic the pipeline uses (Faust's changelogs included) before anything else touches Kafka, and refuse to start
 when one that matters exists with another count (TopicMismatch, exit 2 with the fix).
 """

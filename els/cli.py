@@ -271,17 +271,9 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_replay(args, names) -> int:
     """Backfill a time range from the raw topic; the live pipeline is untouched."""
-    import asyncio
-
-    from common.topics import TopicMismatch, ensure_pipeline_topics
     from processor.replay.backfill import ReplayError, replay_config, run_replay
 
     cfg = replay_config(_apply(args, names))
-    try:  # replay may be the first to start on a new cluster: the topics are made, or refused, as everywhere
-        asyncio.run(ensure_pipeline_topics(cfg))
-    except TopicMismatch as exc:
-        print(f"els replay: {exc}", file=sys.stderr)
-        return 2
     if cfg.dd_api_key is None:
         print(f"els replay: DD_API_KEY is not set: nothing goes to Datadog; the requests are written to "
               f"{cfg.els_dry_run_file}", file=sys.stderr)
@@ -312,7 +304,7 @@ COMMANDS = {
                    "ingest and processor in one foreground process group",
            KAFKA + TOPICS + INGEST + PROCESS + COMMON),
     "replay": (cmd_replay, "backfill: re-process a time range of the raw topic and send it with its own times",
-               KAFKA + TOPICS + REPLAY + COMMON),
+               KAFKA[:1] + SECURITY_SETTINGS + TOPICS[:2] + REPLAY + COMMON),
     "simulate": (cmd_simulate, "realistic ELS traffic against an ingest URL, with the totals it must produce",
                  ["ELS_AUTH_TOKENS", "ELS_AUTH_HEADER"] + COMMON),
     "datadog": (cmd_datadog, "install: create or update the Okta Workflows dashboard and monitors in Datadog",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 
 import faust
@@ -20,10 +21,12 @@ from faust.types import TP
 from common import logs as els_logs
 from common.config import Config
 from common.deadletter import DeadLetterWriter, Stage
+from common.kafka import faust_client_kwargs
 from processor.batch import BatchApplier
 from processor.engine import TICK_HEADER, TICK_KEY, Engine, settings_from, tick_value
 from processor.engine.records import TICK_KIND
 from processor.health import Health, Loop
+from processor.log_watch import CHECK_EVERY_S, LogWatch
 from processor.pipeline import Pipeline
 from processor.state.changelog import KafkaOut
 from processor.state.positions import Positions
@@ -155,4 +158,31 @@ def _register_rest(app: faust.App, pipeline: Pipeline, kafka: KafkaOut) -> None:
         return app.Table(name, key_type=str, partitions=pipeline.cfg.els_partitions, help=table_help(name, help_))
 
     pipeline.sink = sink.register(app, pipeline.cfg, pipeline.out, kafka, sink_table, pipeline.health)
+    _register_log_watch(app, pipeline)
     web.register(app)
+
+
+def _register_log_watch(app: faust.App, pipeline: Pipeline) -> None:
+    """Stop with one line when Kafka no longer holds what the state says was applied (processor/log_watch.py)."""
+    cfg = pipeline.cfg
+
+    def owned() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == cfg.els_raw_topic}
+
+    watch = LogWatch(cfg.bootstrap_list, cfg.els_raw_topic, lambda p: pipeline.engine.clock(p).off, owned,
+                     faust_client_kwargs(app))
+
+    @app.timer(CHECK_EVERY_S)
+    async def watch_the_raw_log() -> None:
+        if app.rebalancing:
+            return
+        lost = await watch.loss()
+        if lost:
+            # nothing can continue from a state that matches no log, and Faust's shutdown would wait on a broker
+            # that lost its groups too: one line, and out (exit 1: a supervisor starts it afresh)
+            log.critical("Kafka lost what this worker applied (%s): the broker came back without its data (the "
+                         "embedded broker keeps nothing across a restart) or the topic was deleted. The worker's "
+                         "state matches no log any more; stopping. Start it again to begin from what Kafka holds "
+                         "now.", lost)
+            logging.shutdown()
+            os._exit(1)

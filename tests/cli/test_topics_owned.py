@@ -1,5 +1,5 @@
-"""Topics are owned: whichever component starts first (`els ingest`, `els process`, `faust -A processor.app worker`,
-`els replay`) makes every topic of the pipeline, the processor's changelogs included, with ELS_PARTITIONS; one
+"""Topics are owned: whichever component starts first (`els ingest`, `els process`, `faust -A processor.app worker`)
+makes every topic of the pipeline, the processor's changelogs included, with ELS_PARTITIONS; one
 that exists with another count stops the component at start with exit 2, naming the topic, what it has, what it
 needs and the fix."""
 
@@ -148,14 +148,12 @@ async def test_ingest_started_first_makes_every_topic(kafka_bootstrap):
     assert counts == dict.fromkeys(pipeline_topics(env), PARTITIONS)
 
 
-@pytest.mark.parametrize("command", [["els", "process"], ["els", "ingest"], ["faust"], ["els", "replay"]])
+@pytest.mark.parametrize("command", [["els", "process"], ["els", "ingest"], ["faust"]])
 async def test_a_topic_with_another_partition_count_stops_the_start_with_exit_2(kafka_bootstrap, command):
     env = settings(kafka_bootstrap)
     await ensure_topics(kafka_bootstrap, [env["ELS_OUT_TOPIC"]], PARTITIONS + 1)
     argv = {"els": [sys.executable, "-m", "els.cli", *command[1:]],
             "faust": [FAUST, "-A", "processor.app", "worker", "-l", "info"]}[command[0]]
-    if command[-1] == "replay":
-        argv += ["--since", "1h"]
     run_env = {**os.environ, **env, "ELS_WEB_PORT": str(free_port()), "ELS_INGEST_PORT": str(free_port())}
     proc = await asyncio.to_thread(subprocess.run, argv, env=run_env, cwd=ROOT, capture_output=True, text=True,
                                    timeout=90)

@@ -30,8 +30,10 @@ SAMPLE_EVENTS = [json.loads(p.read_text()) for p in sorted(SAMPLES.glob("*.json"
 
 
 def make_config(bootstrap: str, topics: dict, **overrides) -> Config:
+    # ingest makes the processor's changelogs too: named after the app id its workers use (tests: per raw topic)
     env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_AUTH_TOKENS": f"old-secret-123,{TOKEN}",
-           "ELS_PARTITIONS": "4", "ELS_ACK_TIMEOUT_SECONDS": "2", **topics}
+           "ELS_PARTITIONS": "4", "ELS_ACK_TIMEOUT_SECONDS": "2",
+           "ELS_APP_ID": "els-" + topics.get("ELS_RAW_TOPIC", "raw"), **topics}
     return Config.from_env(env, **overrides)
 
 
