@@ -74,12 +74,12 @@ def apply_event(step: Step, rec: Record) -> None:
         step.out.add_log(*log_item(ev.root_execution_id, event_log(ev)))
 
 
-def _deadletter(step: Step, rec: Record, reason: str, received: int, *also: str) -> None:
-    """The record to the dead-letter topic, counted in pipeline.deadletters and `also` (the clock's window)."""
+def _deadletter(step: Step, rec: Record, reason: str, received: int) -> int:
+    """The record to the dead-letter topic, counted in pipeline.deadletters in the clock's window (returned)."""
     step.out.deadletters.append((rec.value, reason, received))
     ws = window_start(step.txn.clock.now or received, step.s.window_ms)
-    for metric in ("pipeline.deadletters", *also):
-        step.count(metric, ws, rec.offset)
+    step.count("pipeline.deadletters", ws, rec.offset)
+    return ws
 
 
 def _from_the_future(step: Step, rec: Record, ev: FlowEvent, received: int) -> bool:
@@ -92,7 +92,7 @@ def _from_the_future(step: Step, rec: Record, ev: FlowEvent, received: int) -> b
         return False
     reason = (f"future_timestamp: event time {ahead / 1000:g} s ahead of its receive time (more than "
               f"{FUTURE_TOLERANCE_MS // 1000} s)")
-    _deadletter(step, rec, reason, received, "pipeline.future_events")
+    step.count("pipeline.future_events", _deadletter(step, rec, reason, received), rec.offset)
     log.info("future event dead-lettered and counted in pipeline.future_events: flow %s (%s), execution %s, event "
              "time %s ms, %s ms ahead of its receive time %s ms", ev.flow_id, ev.flow_name, ev.execution_id,
              ev.timestamp_ms, ahead, received,

@@ -23,7 +23,7 @@ from tests.e2e.test_datadog_e2e import PARTITIONS, env_for, wait_exact, workload
 from tests.e2e.test_ingest import Ingest, make_config
 from tests.helpers.fakedatadog import FakeDatadog
 from tests.helpers.kafka import read_topic
-from tests.helpers.load import Feeder, delivering, exact_allowing_resends, ready
+from tests.helpers.load import Feeder, delivering, exact_allowing_resends, roll
 from tests.helpers.paths import ARTIFACTS
 from tests.helpers.workers import Worker
 
@@ -139,12 +139,7 @@ async def test_a_rolling_restart_of_two_workers_keeps_values_exact(cluster, topi
             async with Ingest(ingest_config(cluster, topic_names)) as ing:
                 feeder = Feeder(ing, events, pause=0.3)
                 feed = asyncio.create_task(feeder.run())
-                # as a Kubernetes rollout does: the next worker is replaced once the new one is ready
-                for i in range(2):
-                    await ready(workers)
-                    await asyncio.to_thread(workers[i].stop)
-                    workers[i] = Worker(env, f"cluster-w{i + 1}-again").start()
-                await ready(workers)
+                await roll(workers, env, "cluster")
                 await feed
             await wait_exact(dd, sim, 240, workers)
             assert all(w.proc.poll() is None for w in workers)

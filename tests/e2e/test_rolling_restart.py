@@ -16,7 +16,7 @@ from tests.conftest import on_apache_kafka
 from tests.e2e.test_datadog_e2e import PARTITIONS, env_for, wait_exact, workload
 from tests.e2e.test_ingest import Ingest, make_config
 from tests.helpers.fakedatadog import FakeDatadog
-from tests.helpers.load import Feeder, delivering, ready
+from tests.helpers.load import Feeder, delivering, ready, roll
 from tests.helpers.workers import Worker
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -32,11 +32,7 @@ async def test_workers_restarted_in_turn_then_one_killed_keep_running_and_exact(
                 feeder = Feeder(ing, events, pause=0.25)
                 feed = asyncio.create_task(feeder.run())
                 await delivering(dd, workers[0])
-                for i in range(2):
-                    await ready(workers)
-                    await asyncio.to_thread(workers[i].stop)
-                    workers[i] = Worker(env, f"roll-w{i + 1}-again").start()
-                await ready(workers)
+                await roll(workers, env, "roll")
                 workers[0].kill()
                 workers[0] = Worker(env, "roll-w1-after-kill").start()
                 await ready(workers)

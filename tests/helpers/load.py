@@ -71,3 +71,12 @@ async def exact_allowing_resends(dd: FakeDatadog, sim, feeder: Feeder, workers: 
         await asyncio.sleep(0.5)
     pytest.fail("Datadog values never matched:\n" + "\n".join(mismatches(dd, sim)[:20]) + "\n" +
                 "\n".join(w.output()[-3000:] for w in workers))
+
+
+async def roll(workers: list[Worker], env: dict, name: str) -> None:
+    """A Kubernetes rollout: each worker SIGTERMed and started again in turn, the next once every one is ready."""
+    for i in range(len(workers)):
+        await ready(workers)
+        await asyncio.to_thread(workers[i].stop)
+        workers[i] = Worker(env, f"{name}-w{i + 1}-again").start()
+    await ready(workers)
