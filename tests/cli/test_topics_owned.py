@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -80,13 +82,20 @@ class Ingest:
         wait_for_port("127.0.0.1", self.port, 30)
         return self
 
-    def post(self, events: list[dict]) -> int:
-        import urllib.request
-
+    def post(self, events: list[dict], timeout: float = 60) -> int:
+        """The status of the first answer that is not a 503 (ingest answers 503 until it has connected to Kafka),
+        retried as Okta's sender does."""
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/v1/events", data=orjson.dumps(events),
                                      headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status
+            except urllib.error.HTTPError as exc:
+                if exc.code != 503 or time.monotonic() > deadline:
+                    return exc.code
+            time.sleep(0.5)
 
     def __exit__(self, *exc):
         self.proc.terminate()
