@@ -201,7 +201,8 @@ async def test_topics_are_created_with_els_partitions(ingest, kafka_bootstrap):
 
 
 def _run_ingest(env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "els.cli", "ingest"], env={**os.environ, **env},
+    app_id = {"ELS_APP_ID": "els-" + env["ELS_RAW_TOPIC"]} if "ELS_RAW_TOPIC" in env else {}  # as make_config
+    return subprocess.Popen([sys.executable, "-m", "els.cli", "ingest"], env={**os.environ, **app_id, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

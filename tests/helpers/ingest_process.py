@@ -23,9 +23,12 @@ class IngestProcess:
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_path = ARTIFACTS / f"{name}-{uuid.uuid4().hex[:8]}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
+        # ingest makes the processor's changelogs too, named after ELS_APP_ID: one per raw topic, as the tests'
+        # workers have, so tests sharing the broker with other partition counts never meet each other's
+        app_id = {"ELS_APP_ID": "els-" + env["ELS_RAW_TOPIC"]} if "ELS_RAW_TOPIC" in env else {}
         self.proc = subprocess.Popen([sys.executable, "-m", "els.cli", "ingest"], cwd=ROOT,
                                      env={**os.environ, "ELS_INGEST_HOST": "127.0.0.1",
-                                          "ELS_INGEST_PORT": str(self.port), **env},
+                                          "ELS_INGEST_PORT": str(self.port), **app_id, **env},
                                      stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
