@@ -3,8 +3,8 @@
 A broker that comes back without its data (the embedded broker keeps nothing across a restart; a cluster
 rebuilt, a topic deleted) leaves a running worker with state that no longer matches any log: the raw topic is
 gone, or it ends before offsets already applied. Nothing can continue from there: the worker would skip or
-double-count. So every CHECK_EVERY_S the watch compares, for each raw partition the worker owns, the offset
-applied with the topic's true end (common/end_offsets.py); a loss seen twice in a row is reported, and the
+double-count. So every CHECK_EVERY_S the watch compares, for each raw partition whose state the worker holds,
+the offset applied with the topic's true end (common/end_offsets.py); a loss seen twice in a row is reported, and the
 worker stops with one line (processor/worker.py). A broker that cannot be reached is not a loss: the clients
 retry, and the watch looks again.
 """
@@ -30,10 +30,10 @@ REQUEST_TIMEOUT_S = 5.0
 
 class LogWatch:
     def __init__(self, bootstrap: list[str], topic: str, applied: Callable[[int], int],
-                 owned: Callable[[], set[int]], auth: Mapping[str, Any] | None = None):
+                 partitions: Callable[[], set[int]], auth: Mapping[str, Any] | None = None):
         self.bootstrap, self.topic, self.auth = bootstrap, topic, dict(auth or {})
         self._applied = applied  # raw partition -> last offset applied (-1: none)
-        self._owned = owned      # the raw partitions this worker owns now
+        self._partitions = partitions  # the raw partitions to look at
         self._consumer: AIOKafkaConsumer | None = None
         self._seen = 0
 
@@ -52,7 +52,7 @@ class LogWatch:
 
     async def loss(self) -> str | None:
         """What was lost, once seen CONFIRMATIONS times in a row; else None."""
-        applied = {p: off for p in sorted(self._owned()) if (off := self._applied(p)) >= 0}
+        applied = {p: off for p in sorted(self._partitions()) if (off := self._applied(p)) >= 0}
         if not applied:
             self._seen = 0
             return None

@@ -163,19 +163,15 @@ def _register_rest(app: faust.App, pipeline: Pipeline, kafka: KafkaOut) -> None:
 
 
 def _register_log_watch(app: faust.App, pipeline: Pipeline) -> None:
-    """Stop with one line when Kafka no longer holds what the state says was applied (processor/log_watch.py)."""
+    """Stop with one line when Kafka no longer holds what the state says was applied (processor/log_watch.py).
+    Every partition whose state this worker holds is checked, owned or standby, also while a rebalance is under
+    way: a broker that lost its groups may keep one from ever finishing."""
     cfg = pipeline.cfg
-
-    def owned() -> set[int]:
-        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == cfg.els_raw_topic}
-
-    watch = LogWatch(cfg.bootstrap_list, cfg.els_raw_topic, lambda p: pipeline.engine.clock(p).off, owned,
-                     faust_client_kwargs(app))
+    watch = LogWatch(cfg.bootstrap_list, cfg.els_raw_topic, lambda p: pipeline.engine.clock(p).off,
+                     lambda: set(range(cfg.els_partitions)), faust_client_kwargs(app))
 
     @app.timer(CHECK_EVERY_S)
     async def watch_the_raw_log() -> None:
-        if app.rebalancing:
-            return
         lost = await watch.loss()
         if lost:
             # nothing can continue from a state that matches no log, and Faust's shutdown would wait on a broker
