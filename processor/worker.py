@@ -99,7 +99,9 @@ def _applier(app: faust.App, pipeline: Pipeline, kafka: KafkaOut) -> BatchApplie
         return (await app.consumer.earliest_offsets(tp)).get(tp, 0) or 0
 
     async def seek(p: int, offset: int) -> None:
-        await app.consumer.seek(TP(cfg.els_raw_topic, p), offset)
+        # on the consumer's own thread: Faust's `seek` calls aiokafka from this one, racing the thread's fetcher
+        # (KeyError in aiokafka's fetched_records crashed a worker during a rolling restart on Apache Kafka)
+        await app.consumer.seek_wait({TP(cfg.els_raw_topic, p): offset})
 
     positions = Positions(lambda p: engine.clock(p).off, earliest, seek, stats=pipeline.stats)
 
