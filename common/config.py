@@ -61,6 +61,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Faust app id: the processor's consumer group and the prefix of its changelog topics."),
     Setting("ELS_WEB_PORT", "6066", "Faust web server port (tables, stats, status page).", int),
     Setting("ELS_MONTHLY_STEP_LIMIT", None, "The org's monthly Workflows step allowance.", int),
+    Setting("ELS_MONTHLY_EVENT_LIMIT", None,
+            "The org's monthly allowance of streamed execution events (ELS), from its agreement with Okta.", int),
     Setting("ELS_METRIC_PREFIX", "okta.workflows", "Prefix of every metric."),
     Setting("ELS_LOGS", "failures,chains", "Logs sent to Datadog: any of failures, chains, events; or none."),
     Setting("ELS_REBALANCE_TIMEOUT_SECONDS", "30",
@@ -138,6 +140,7 @@ class Config:
     els_app_id: str
     els_web_port: int
     els_monthly_step_limit: int | None
+    els_monthly_event_limit: int | None
     els_metric_prefix: str
     els_logs: str
     els_rebalance_timeout_seconds: float

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from processor.core.bag import ENDED, STEPS_N, Bag
 from processor.core.tags import counter_key
+from processor.core.windows import DAY_MS
 
 
 def _flag(v) -> str:
@@ -69,12 +70,16 @@ def add_chain(bag: Bag, summary: dict) -> None:
         bag.sample("chain.duration", summary["duration_ms"])
 
 
-def add_org_steps(bag: Bag, ev) -> None:
-    """An ended execution's steps, into its `org:<org_name>` bag of the UTC calendar month (month_start)."""
-    steps = ev.step_count
-    if not ev.outcome or steps is None:
-        return
+def add_org_usage(bag: Bag, ev) -> None:
+    """An ELS event into its `org:<org_name>` bag of the UTC calendar month (month_start): one event, and an
+    ended execution's steps, each also per UTC day (the allowances' trailing rate: processor/sink/allowances.py)."""
+    day = str(ev.timestamp_ms // DAY_MS)
     org = ev.org_name
     if org:
         bag.label("org", org, ev.timestamp_ms)
-    bag.count("steps", steps)
+    bag.count("events")
+    bag.count("events.day", day=day)
+    steps = ev.step_count
+    if ev.outcome and steps is not None:
+        bag.count("steps", steps)
+        bag.count("steps.day", steps, day=day)

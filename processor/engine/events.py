@@ -13,7 +13,7 @@ import logging
 
 from processor.core import chains
 from processor.core.chains import Verdict
-from processor.core.contributions import add_event, add_org_steps
+from processor.core.contributions import add_event, add_org_usage
 from processor.core.log_items import event_log, failure_log
 from processor.core.model import FlowEvent, InvalidEvent, parse_event
 from processor.core.windows import month_start, window_start
@@ -66,8 +66,8 @@ def apply_event(step: Step, rec: Record) -> None:
                  ev.timestamp_ms, ws, clock.now,
                  extra={"flow_id": ev.flow_id, "flow_name": ev.flow_name, "execution_id": ev.execution_id,
                         "timestamp_ms": ev.timestamp_ms, "window_start_ms": ws, "clock_ms": clock.now})
-    elif ev.outcome and ev.step_count and (org := ev.org_name):
-        step.add(org_group(org), month_start(ev.timestamp_ms), off, add_org_steps, ev)
+    elif org := ev.org_name:  # every event counts against the org's ELS event allowance, ended ones' steps too
+        step.add(org_group(org), month_start(ev.timestamp_ms), off, add_org_usage, ev)
     if ev.event_type == "FLOW_FAIL" and "failures" in s.logs:
         step.out.add_log(*log_item(ev.root_execution_id, failure_log(ev, chains.path_to(ch, ev.execution_id))))
     elif "events" in s.logs:

@@ -18,8 +18,8 @@ would never close. At the end every partition gets what the live pipeline would 
 that time, through the engine's live mode, which closes (and counts) every chain whose last news is at least
 ELS_CHAIN_QUIET_SECONDS before it (or that timed out); the chains still open are left to the live pipeline.
 
-Not sent: the pipeline group (summarised on the terminal instead) and steps.month_to_date (a month's total,
-which a partial range would understate). Points older than one hour are sent only with --historical.
+Not sent: the pipeline group (summarised on the terminal instead) and the org groups (a month's totals and
+projections, which a partial range would understate). Points older than one hour are sent only with --historical.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ from common.config import Config
 from processor.core.bag import ENDED, OUTCOMES, STEPS_N, Bag
 from processor.core.sketch import quantiles
 from processor.core.tags import cap, parse_dd_tags, split_key, tag_value
-from processor.core.windows import window_start
+from processor.core.windows import month_start, window_start
+from processor.sink.allowances import Usage, usage_values
 from processor.sink.merge import MergedWindow
 
 COUNT, GAUGE = 1, 3  # datadog_api_client.v2.model.metric_intake_type.MetricIntakeType values
@@ -47,7 +48,8 @@ class Renderer:
             ws = window_start(now_ms, cfg.els_window_seconds * 1000) if merged.is_org else merged.ws
             out += render_series(merged.group, ws, cfg.els_window_seconds, merged.bag(),
                                  prefix=cfg.els_metric_prefix, base_tags=self.base_tags,
-                                 monthly_step_limit=cfg.els_monthly_step_limit)
+                                 monthly_step_limit=cfg.els_monthly_step_limit,
+                                 monthly_event_limit=cfg.els_monthly_event_limit, month_ms=merged.ws, now_ms=now_ms)
         return out
 
     def log(self, item: dict) -> dict:
@@ -70,7 +72,8 @@ def _series(metric: str, mtype: int, ts: int, value: float, tags: list[str], int
 
 def render_series(group: str, window_start_ms: int, window_seconds: int, bag: Bag, *,
                   prefix: str = "okta.workflows", base_tags: list[str] | tuple = (),
-                  monthly_step_limit: int | None = None) -> list[dict]:
+                  monthly_step_limit: int | None = None, monthly_event_limit: int | None = None,
+                  month_ms: int | None = None, now_ms: int | None = None) -> list[dict]:
     """Datadog v2 series, as plain dicts in MetricSeries.to_dict() shape, for one group's merged bag.
 
     One point per series, stamped with the window start (seconds), so a re-send replaces the earlier value.
@@ -79,21 +82,22 @@ def render_series(group: str, window_start_ms: int, window_seconds: int, bag: Ba
     own tags, then base_tags (DD_TAGS, already parsed); every tag "key:value", values normalised, whole tag at
     most 200 characters. Percentiles are clamped to the exact [min, max] (the sketch's 1% may overshoot).
 
-    The org group (`org:<org_name>`, one bag per calendar month) renders only steps.month_to_date and, when
-    monthly_step_limit is set, steps.limit_utilization, tagged org; it is stamped with the window_start_ms
-    passed in, so the caller passes the current window (Datadog drops points over an hour old), not the month.
+    The org group (`org:<org_name>`, one bag per calendar month starting at month_ms) renders the month's steps
+    and ELS events against their allowances as of now_ms (processor/sink/allowances.py), tagged org; it is
+    stamped with the window_start_ms passed in, so the caller passes the current window (Datadog drops points
+    over an hour old), not the month. now_ms defaults to window_start_ms, month_ms to now_ms's month.
     """
     ts = window_start_ms // 1000
     base = [cap(t) for t in base_tags]
     kind, _, ident = group.partition(":")
     if kind == "org":
         tags = [cap(f"org:{tag_value(bag.labels.get('org') or ident)}"), *base]
-        steps = bag.counters.get("steps", 0)
-        out = [_series(f"{prefix}.steps.month_to_date", GAUGE, ts, steps, tags, None)]
-        if monthly_step_limit:
-            out.append(_series(f"{prefix}.steps.limit_utilization", GAUGE, ts, steps / monthly_step_limit, tags,
-                               None))
-        return out
+        now = window_start_ms if now_ms is None else now_ms
+        month = month_start(now) if month_ms is None else month_ms
+        usages = (Usage("steps", "steps", "steps.day", monthly_step_limit),
+                  Usage("events", "events", "events.day", monthly_event_limit))
+        return [_series(f"{prefix}.{u.name}.{suffix}", GAUGE, ts, value, tags, None)
+                for u in usages for suffix, value in usage_values(bag, u, month, now).items()]
 
     labels = dict(bag.labels)
     for i, name in enumerate(REQUIRED_LABELS.get(kind, ())):

@@ -24,7 +24,7 @@ from common.config import Config
 from els.datadog_install import DEFAULT_PREFIX, app_base, load, same
 from els.datadog_models import InvalidBody, validate
 from processor.core.bag import Bag
-from processor.core.contributions import add_chain, add_event, add_org_steps
+from processor.core.contributions import add_chain, add_event, add_org_usage
 from processor.core.model import parse_event
 from processor.sink.render import render_series
 from tests.helpers.fakedatadog import FakeDatadog, validate_model
@@ -83,6 +83,9 @@ def test_validation_refuses_what_datadog_would_refuse_and_says_where(mutate, whe
 
 
 # ---------------------------------------------------------------------------- queried metrics are emitted
+EVENTS_AT_MS = 1_712_255_438_730  # 2024-04-04T18:30:38.730Z
+
+
 def _ev(event_type: str, i: int, **fields) -> dict:
     return {"event_type": event_type, "execution_id": f"e{i}", "timestamp": "2024-04-04T18:30:38.730Z",
             "flow_id": "f1", "flow_name": "Flow One", "org_name": "acme", "idempotency_key": f"k{i}", **fields}
@@ -100,7 +103,7 @@ def emitted_series() -> dict[str, set[str]]:
     for raw in events:
         ev = parse_event(raw)
         add_event(flow, ev)
-        add_org_steps(org, ev)
+        add_org_usage(org, ev)
     add_chain(chain, {"root_flow_id": "f1", "root_flow_name": "Flow One", "status": "failed",
                       "had_failures": True, "duration_ms": 300, "end_ms": 1})
     # the processor's own counters: every literal the engine counts into the pipeline group
@@ -111,7 +114,8 @@ def emitted_series() -> dict[str, set[str]]:
         pipeline.count(n)
     series = []
     for group, bag in (("flow:f1", flow), ("org:acme", org), ("chain:f1", chain), ("pipeline", pipeline)):
-        series += render_series(group, 0, 60, bag, base_tags=BASE_TAGS, monthly_step_limit=1000)
+        series += render_series(group, 0, 60, bag, base_tags=BASE_TAGS, monthly_step_limit=1000,
+                                monthly_event_limit=10_000, now_ms=EVENTS_AT_MS)  # the org's month, as of then
     out: dict[str, set[str]] = {}
     for s in series:
         out.setdefault(s["metric"], set()).update(t.partition(":")[0] for t in s["tags"])

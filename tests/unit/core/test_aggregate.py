@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processor.core.bag import Bag
-from processor.core.contributions import add_chain, add_event, add_org_steps
+from processor.core.contributions import add_chain, add_event, add_org_usage
 from processor.core.tags import counter_key, parse_dd_tags, split_key, tag_value
-from processor.core.windows import month_start, window_start
+from processor.core.windows import DAY_MS, month_start, window_start
 from processor.sink.render import COUNT, GAUGE, render_series
 
 P = "okta.workflows"
@@ -352,13 +352,17 @@ def test_add_chain_contributions():
     assert b.sketches["chain.duration"].count == 2
 
 
-def test_add_org_steps_counts_only_ended_executions_with_steps():
+def test_add_org_usage_counts_every_event_and_the_steps_of_ended_executions_per_day():
     b = Bag()
-    add_org_steps(b, ev("FLOW_COMPLETE", step_count=5))
-    add_org_steps(b, ev("FLOW_FAIL", step_count=2))
-    add_org_steps(b, ev("FLOW_START", step_count=99))
-    add_org_steps(b, ev("FLOW_COMPLETE", step_count=None))
-    assert b.counters == {"steps": 7} and b.labels == {"org": "acme"}
+    add_org_usage(b, ev("FLOW_COMPLETE", step_count=5))
+    add_org_usage(b, ev("FLOW_FAIL", step_count=2))
+    add_org_usage(b, ev("FLOW_START", step_count=99))
+    add_org_usage(b, ev("FLOW_COMPLETE", step_count=None))
+    add_org_usage(b, ev("FLOW_COMPLETE", ts=T0 + DAY_MS, step_count=1))
+    day = T0 // DAY_MS
+    assert b.counters == {"events": 5, f"events.day|day:{day}": 4, f"events.day|day:{day + 1}": 1,
+                          "steps": 8, f"steps.day|day:{day}": 7, f"steps.day|day:{day + 1}": 1}
+    assert b.labels == {"org": "acme"}
 
 
 # -- rendering ------------------------------------------------------------------------------------------------
@@ -484,20 +488,21 @@ def test_render_chain_group():
 
 def test_render_org_group_month_to_date_and_utilization():
     b = Bag()
-    add_org_steps(b, ev("FLOW_COMPLETE", org_name="Acme Corp", step_count=1500))
-    add_org_steps(b, ev("FLOW_FAIL", org_name="Acme Corp", step_count=500))
+    add_org_usage(b, ev("FLOW_COMPLETE", org_name="Acme Corp", step_count=1500))
+    add_org_usage(b, ev("FLOW_FAIL", org_name="Acme Corp", step_count=500))
     now_ws = T0 + 7 * W  # the caller passes the current window, not the month start
     series = render_series("org:Acme Corp", now_ws, 60, b, base_tags=["env:prod"], monthly_step_limit=10_000)
     assert_valid_payload(series)
-    assert series == [
-        {"metric": f"{P}.steps.month_to_date", "type": GAUGE,
-         "points": [{"timestamp": now_ws // 1000, "value": 2000.0}], "tags": ["org:acme_corp", "env:prod"]},
-        {"metric": f"{P}.steps.limit_utilization", "type": GAUGE,
-         "points": [{"timestamp": now_ws // 1000, "value": 0.2}], "tags": ["org:acme_corp", "env:prod"]},
-    ]
+    by_metric = {s["metric"].removeprefix(P + "."): s for s in series}
+    assert all(s["type"] == GAUGE and s["tags"] == ["org:acme_corp", "env:prod"]
+               and s["points"][0]["timestamp"] == now_ws // 1000 for s in series)
+    assert by_metric["steps.month_to_date"]["points"][0]["value"] == 2000.0
+    assert by_metric["steps.limit_utilization"]["points"][0]["value"] == 0.2
+    assert by_metric["events.month_to_date"]["points"][0]["value"] == 2.0
+    assert "events.limit_utilization" not in by_metric
     without_limit = render_series("org:Acme Corp", now_ws, 60, b)
-    assert [s["metric"] for s in without_limit] == [f"{P}.steps.month_to_date"]
-    assert without_limit[0]["tags"] == ["org:acme_corp"]
+    assert {s["metric"] for s in without_limit} == {f"{P}.{u}.{m}" for u in ("steps", "events")
+                                                   for m in ("month_to_date", "projected_month_end")}
 
 
 def test_render_pipeline_group():

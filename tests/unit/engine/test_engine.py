@@ -10,6 +10,7 @@ import orjson
 
 from els.traffic import iso
 from processor.core.bag import Bag
+from processor.core.windows import month_start
 from processor.engine import TICK_KEY, Engine, Record, Settings
 from processor.state.records import WindowRecord, decode_chain
 
@@ -211,14 +212,15 @@ def test_a_chain_timed_out_after_its_window_closed_counts_in_the_window_of_its_t
 
 
 def test_state_stays_bounded():
-    """After windows and chains closed and their retention passed, only the clock remains."""
+    """After windows and chains closed and their retention passed, only the clock remains, and the org's month
+    (one record per org and calendar month, kept until the month closes)."""
     h = Harness(lateness_ms=10_000)
     for i in range(50):
         h.run([h.rec(ev("FLOW_START", T0 + i, ex=f"r{i}")), h.rec(ev("FLOW_COMPLETE", T0 + i + 1, ex=f"r{i}"))])
     h.run([h.tick(T0 + 100_000)])
     h.run([h.tick(T0 + 10 * W)])
     assert h.chains == {}
-    assert list(h.windows) == ["0|clock"]
+    assert sorted(h.windows) == ["0|clock", f"0|org:org|{month_start(T0)}"]
 
 
 def test_out_of_order_redelivery_after_a_seek_counts_everything_once():
