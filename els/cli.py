@@ -242,7 +242,10 @@ def cmd_datadog(args, names) -> int:
     from els.datadog_install import run
 
     cfg = _apply(args, names)
-    return run(cfg, dry_run=args.dry_run, directory=args.dir)
+    if args.silence_minutes < 1:
+        print("els datadog install: --silence-minutes must be at least 1", file=sys.stderr)
+        return 2
+    return run(cfg, dry_run=args.dry_run, directory=args.dir, silence_minutes=args.silence_minutes)
 
 
 def _datadog_options(p: argparse.ArgumentParser) -> None:
@@ -252,6 +255,9 @@ def _datadog_options(p: argparse.ArgumentParser) -> None:
                    help="print what would be created or updated, change nothing (without keys: validate only)")
     p.add_argument("--dir", default=None,
                    help="where dashboard*.json and monitors/*.json are [default: the repository's datadog/]")
+    p.add_argument("--silence-minutes", type=int, default=60,
+                   help="the pipeline-silence monitor alerts when no ELS event arrived for this long "
+                        "(default %(default)s)")
 
 
 def _replay_options(p: argparse.ArgumentParser) -> None:

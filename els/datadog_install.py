@@ -13,6 +13,7 @@ client is configured exactly like the sink's (processor.sink.client.configuratio
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,9 @@ DEFAULT_PREFIX = BY_ENV["ELS_METRIC_PREFIX"].default
 _BESIDE = Path(__file__).resolve().parent.parent / "datadog"
 DEFAULT_DIR = _BESIDE if _BESIDE.is_dir() else Path("datadog")
 MANAGED = "els-managed"
+# the monitor that notices when no ELS event arrives: its window is `els datadog install --silence-minutes`
+SILENCE_MONITOR = "pipeline-silence"
+SILENCE_MINUTES = 60
 APP_KEY_WHY = (
     "Creating or updating dashboards and monitors needs a Datadog application key as "
     "well as the API key: the API key only lets the pipeline send data, while the dashboard and monitor APIs "
@@ -83,9 +87,21 @@ def _read(path: Path) -> Any:
         raise InvalidBody(f"{path}: invalid JSON: {exc}") from None
 
 
-def load(directory: Path = DEFAULT_DIR, prefix: str = DEFAULT_PREFIX) -> list[Item]:
+def with_silence(body: dict, minutes: int) -> dict:
+    """The silence monitor for `minutes`: its query's window, its no-data timeframe, and the minutes it names."""
+    body = json.loads(json.dumps(body).replace("{silence_minutes}", str(minutes)))
+    if isinstance(body.get("query"), str):
+        body["query"] = re.sub(r"\(last_\d+[mh]\)", f"(last_{minutes}m)", body["query"], count=1)
+    if isinstance(body.get("options"), dict):
+        body["options"]["no_data_timeframe"] = minutes
+    return body
+
+
+def load(directory: Path = DEFAULT_DIR, prefix: str = DEFAULT_PREFIX,
+         silence_minutes: int = SILENCE_MINUTES) -> list[Item]:
     """The dashboards (`dashboard*.json`) and monitors (`monitors/*.json`) of `directory`, prefix applied and
-    validated; InvalidBody names the file and the failing field."""
+    validated; InvalidBody names the file and the failing field. The silence monitor (SILENCE_MONITOR) is set to
+    `silence_minutes`."""
     directory = Path(directory)
     dashboards = sorted(directory.glob("dashboard*.json"))
     monitors = sorted((directory / "monitors").glob("*.json"))
@@ -105,6 +121,8 @@ def load(directory: Path = DEFAULT_DIR, prefix: str = DEFAULT_PREFIX) -> list[It
         if not isinstance(raw, dict) or tag not in (raw.get("tags") or []):
             raise InvalidBody(f"{path}: a monitor file must carry the tag {tag!r} (how install finds it again)")
         body = _substitute(raw, prefix)
+        if path.stem == SILENCE_MONITOR:
+            body = with_silence(body, silence_minutes)
         body["tags"] = [managed_tag(path.stem, prefix) if t == tag else t for t in body["tags"]]
         if isinstance(body.get("name"), str):
             body["name"] += suffix
@@ -257,12 +275,12 @@ def _api_error(what: str, exc: ApiException) -> str:
 
 
 def run(cfg: Config, *, dry_run: bool = False, directory: Path | str | None = None, out=sys.stdout,
-        err=sys.stderr) -> int:
+        err=sys.stderr, silence_minutes: int = SILENCE_MINUTES) -> int:
     """The command: 0 done, 1 Datadog refused or could not be reached, 2 bad files or missing keys."""
     from processor.sink.client import configuration
 
     try:
-        items = load(Path(directory or DEFAULT_DIR), cfg.els_metric_prefix)
+        items = load(Path(directory or DEFAULT_DIR), cfg.els_metric_prefix, silence_minutes)
     except InvalidBody as exc:
         print(f"els datadog install: {exc}", file=err)
         return 2

@@ -21,7 +21,7 @@ from datadog_api_client.v1.model.monitor import Monitor
 from datadog_api_client.v1.model.monitor_update_request import MonitorUpdateRequest
 
 from common.config import Config
-from els.datadog_install import DEFAULT_PREFIX, app_base, load, same
+from els.datadog_install import DEFAULT_PREFIX, SILENCE_MONITOR, app_base, load, same, with_silence
 from els.datadog_models import InvalidBody, validate
 from processor.core.bag import Bag
 from processor.core.contributions import add_chain, add_event, add_org_usage
@@ -252,7 +252,10 @@ def test_install_creates_everything_then_converges_without_duplicates(dd, tmp_pa
     assert f"{dd.url}/dashboard/{held['id']}" in r.stdout
     by_tag = {t: m for m in dd.monitors for t in m["tags"] if t.startswith("els-managed:")}
     for path in MONITORS:
-        assert same(json.loads(path.read_text()), by_tag[f"els-managed:{path.stem}"])
+        body = json.loads(path.read_text())
+        if path.stem == SILENCE_MONITOR:  # its minutes are the install's option (default 60)
+            body = with_silence(body, 60)
+        assert same(body, by_tag[f"els-managed:{path.stem}"])
     ids = {m["id"] for m in dd.monitors} | {held["id"]}
 
     writes = len(_writes(dd))
@@ -357,3 +360,18 @@ def test_unreachable_datadog_is_a_clear_error_not_a_traceback():
     r = els("install", DD_URL=f"http://127.0.0.1:{free_port()}", DD_API_KEY=API_KEY, DD_APP_KEY=APP_KEY)
     assert r.returncode == 1
     assert "cannot reach Datadog" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_silence_monitor_takes_its_window_from_silence_minutes():
+    """No ELS event for N minutes: the monitor's query window, its no-data timeframe and its text all say N."""
+    [default] = [i for i in load() if i.key == "els-managed:pipeline-silence"]
+    assert default.body["options"]["no_data_timeframe"] == 60 and "(last_60m)" in default.body["query"]
+    [item] = [i for i in load(silence_minutes=15) if i.key == "els-managed:pipeline-silence"]
+    body = item.body
+    assert body["name"] == "Okta Workflows pipeline: no ELS events for 15 minutes"
+    assert body["query"].startswith("sum(last_15m):sum:okta.workflows.pipeline.events_in{*}")
+    assert body["options"]["notify_no_data"] is True and body["options"]["no_data_timeframe"] == 15
+    assert "{silence_minutes}" not in json.dumps(body) and "last 15 minutes" in body["message"]
+    proc = subprocess.run([sys.executable, "-m", "els.cli", "datadog", "install", "--dry-run", "--silence-minutes",
+                           "0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--silence-minutes must be at least 1" in proc.stderr
