@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from processor.core.bag import Bag
+from processor.core.windows import month_start
+from processor.sink.allowances import Usage, usage_values
 from processor.sink.render import render_series
 
 MAX_WINDOWS = 30          # sparkline length: the newest windows held
@@ -56,6 +58,8 @@ def local_share(windows: Iterable[tuple[str, dict]], *, partitions: Iterable[int
     """
     owned = None if partitions is None else set(partitions)
     per: dict[tuple[str, int], Bag] = {}
+    orgs: dict[str, Bag] = {}
+    this_month = month_start(now_ms)
     pipeline = Bag()
     clocks: dict[str, dict] = {}
     for key, rec in windows:
@@ -68,6 +72,8 @@ def local_share(windows: Iterable[tuple[str, dict]], *, partitions: Iterable[int
         group = rec.get("group", "")
         if group == "pipeline":
             pipeline.merge(Bag.from_dict(rec.get("bag") or {}))
+        elif group.startswith("org:") and rec.get("ws") == this_month:
+            orgs.setdefault(group, Bag()).merge(Bag.from_dict(rec.get("bag") or {}))
         elif group.startswith("flow:") and isinstance(rec.get("ws"), int) and rec["ws"] <= now_ms:
             per.setdefault((group, rec["ws"]), Bag()).merge(Bag.from_dict(rec.get("bag") or {}))
     if per:
@@ -76,7 +82,8 @@ def local_share(windows: Iterable[tuple[str, dict]], *, partitions: Iterable[int
         per = {k: bag for k, bag in per.items() if k[1] >= oldest}
     return {"partitions": sorted(owned) if owned is not None else sorted(int(p) for p in clocks),
             "groups": [{"group": g, "ws": ws, "bag": bag.to_dict()} for (g, ws), bag in sorted(per.items())],
-            "pipeline": pipeline.to_dict(), "clocks": clocks}
+            "pipeline": pipeline.to_dict(), "clocks": clocks,
+            "orgs": [{"group": g, "bag": bag.to_dict()} for g, bag in sorted(orgs.items())]}
 
 
 @dataclass
@@ -86,6 +93,7 @@ class Held:
     flows: dict[str, dict[int, Bag]] = field(default_factory=dict)  # group -> window start -> bag
     pipeline: Bag = field(default_factory=Bag)
     clocks: dict[str, dict] = field(default_factory=dict)  # raw partition -> {"now_ms", "offset"}
+    orgs: dict[str, Bag] = field(default_factory=dict)     # org group -> this month's bag
 
     def merge(self, other: Held) -> None:
         for group, by_ws in other.flows.items():
@@ -94,6 +102,8 @@ class Held:
                 mine.setdefault(ws, Bag()).merge(bag)
         self.pipeline.merge(other.pipeline)
         self.clocks.update(other.clocks)
+        for group, bag in other.orgs.items():
+            self.orgs.setdefault(group, Bag()).merge(bag)
 
 
 def merge_shares(shares: Iterable[dict]) -> Held:
@@ -107,6 +117,10 @@ def merge_shares(shares: Iterable[dict]) -> Held:
             by_ws.setdefault(g["ws"], Bag()).merge(Bag.from_dict(g["bag"]))
         held.pipeline.merge(Bag.from_dict(share.get("pipeline") or {}))
         held.clocks.update({str(p): dict(c) for p, c in (share.get("clocks") or {}).items()})
+        for o in share.get("orgs") or ():
+            if not isinstance(o["group"], str):
+                raise ValueError(f"not an org month: {o!r:.200}")
+            held.orgs.setdefault(o["group"], Bag()).merge(Bag.from_dict(o["bag"]))
     return held
 
 
@@ -142,7 +156,17 @@ def _flow(group: str, by_ws: dict[int, Bag], timeline: list[int], window_seconds
             "last_window_ms": max(by_ws), "series": series}
 
 
-def status_view(held: Held, *, window_seconds: int, prefix: str, now_ms: int, max_windows: int = MAX_WINDOWS) -> dict:
+def allowances(held: Held, now_ms: int, step_limit: int | None, event_limit: int | None) -> list[dict]:
+    """Per org, this month's steps and ELS events against their allowances, as Datadog gets them."""
+    month = month_start(now_ms)
+    usages = (Usage("steps", "steps", "steps.day", step_limit), Usage("events", "events", "events.day", event_limit))
+    return [{"org": bag.labels.get("org") or group.split(":", 1)[1],
+             **{u.name: usage_values(bag, u, month, now_ms) for u in usages}}
+            for group, bag in sorted(held.orgs.items())]
+
+
+def status_view(held: Held, *, window_seconds: int, prefix: str, now_ms: int, max_windows: int = MAX_WINDOWS,
+                step_limit: int | None = None, event_limit: int | None = None) -> dict:
     """The page's JSON: flows ordered failing first (by error rate, then volume), then the others by volume."""
     timeline = _timeline(held, window_seconds * 1000, max_windows)
     flows = [f for group, by_ws in held.flows.items()
@@ -162,6 +186,7 @@ def status_view(held: Held, *, window_seconds: int, prefix: str, now_ms: int, ma
         "pipeline": {name: pv.get(f"pipeline.{name}", 0)
                      for name in ("events_in", "duplicates", "late_events", "future_events", "deadletters")},
         "clocks": {p: held.clocks[p] for p in sorted(held.clocks, key=int)},
+        "allowances": allowances(held, now_ms, step_limit, event_limit),
         "has_data": bool(flows),
     }
 

@@ -247,7 +247,8 @@ def _register_status(app, where: Cluster) -> None:
         got = Gathered()
         answers, states = await where.ask(cfg.els_raw_topic, "/els/status.local.json", {}, local_status, got.take)
         data = status_view(got.held, window_seconds=cfg.els_window_seconds, prefix=cfg.els_metric_prefix,
-                           now_ms=int(time.time() * 1000))
+                           now_ms=int(time.time() * 1000), step_limit=cfg.els_monthly_step_limit,
+                           event_limit=cfg.els_monthly_event_limit)
         data["partition_count"] = cfg.els_partitions
         data["partitions"] = [st.as_json() for st in states]
         data["workers"] = [{"url": a.url, "asked": a.asked, "answered": a.body is not None, "error": a.error,

@@ -229,3 +229,20 @@ def test_a_window_in_the_future_does_not_hide_the_present():
     d = status_data(items, window_seconds=W, prefix=P, partitions=None, now_ms=now)
     assert [f["flow_id"] for f in d["flows"]] == ["a"]
     assert d["windows"][-1] == now - W * 1000 and d["totals"]["events"] == 5 * 8
+
+
+def test_the_orgs_allowances_this_month_are_on_the_page():
+    from processor.core.windows import DAY_MS, month_start
+
+    now = T0 + 3_600_000
+    org = Bag()
+    org.label("org", "Acme", now)
+    org.count("events", 2)
+    org.count("events.day", 2, day=str(now // DAY_MS))
+    org.count("steps", 12)
+    items = [rec(0, "org:acme", month_start(now), org), rec(1, "org:acme", month_start(now) - DAY_MS, org)]
+    d = status_data(items, window_seconds=W, prefix=P, partitions=None, now_ms=now)
+    assert [a["org"] for a in d["allowances"]] == ["Acme"]  # last month's record left out
+    [a] = d["allowances"]
+    assert a["events"]["month_to_date"] == 2 and a["steps"]["month_to_date"] == 12
+    assert a["events"]["projected_month_end"] > 2 and "limit" not in a["steps"]
