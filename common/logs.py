@@ -56,8 +56,9 @@ def mask_logger(name: str) -> None:
 class RepeatThrottle(logging.Filter):
     """At most one line per logger and message each `interval_s` at WARNING and above, the next one saying how
     many were held back: a client retrying every 100 ms while Kafka is down (aiokafka's heartbeat, Faust's
-    fetcher) would otherwise write ~10 ERROR lines a second. Installed on handlers, so it sees every logger's
-    records."""
+    fetcher) would otherwise write ~10 ERROR lines a second. On a handler it sees every logger's records
+    (`throttle_repeats`: ingest's JSON handler); in a Faust worker, whose handlers Faust replaces, it sits on the
+    Kafka and Faust loggers themselves (`throttle_loggers`)."""
 
     MAX_KEYS = 1000
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,43 +20,42 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common.end_offsets import true_end_offsets
 
-log = logging.getLogger("els.processor")
-
 CHECK_EVERY_S = 10.0
 CONFIRMATIONS = 2
 REQUEST_TIMEOUT_S = 5.0
 
 
 class LogWatch:
-    def __init__(self, bootstrap: list[str], topic: str, applied: Callable[[int], int],
-                 partitions: Callable[[], set[int]], auth: Mapping[str, Any] | None = None):
-        self.bootstrap, self.topic, self.auth = bootstrap, topic, dict(auth or {})
-        self._applied = applied  # raw partition -> last offset applied (-1: none)
-        self._partitions = partitions  # the raw partitions to look at
+    def __init__(self, bootstrap: list[str], topic: str, partitions: int, applied: Callable[[int], int],
+                 auth: Mapping[str, Any] | None = None):
+        self.bootstrap, self.topic, self.partitions, self.auth = bootstrap, topic, partitions, dict(auth or {})
+        self._applied = applied  # raw partition -> last offset applied (-1: none, or no state held for it)
         self._consumer: AIOKafkaConsumer | None = None
         self._seen = 0
 
-    async def _ends(self, parts: list[int]) -> dict[int, int]:
-        """The raw partitions' true ends; {} when the topic is gone."""
+    async def _ends(self, applied: dict[int, int]) -> dict[int, int]:
+        """The raw partitions' ends; {} when the topic is gone. Only an end at or before the offset applied is
+        probed for the true end (common/end_offsets.py): a short report is all the embedded broker gets wrong."""
         if self._consumer is None:
             self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                               request_timeout_ms=int(REQUEST_TIMEOUT_S * 1000), **self.auth)
             await self._consumer.start()
         if self.topic not in await self._consumer.topics():
             return {}
-        tps = [TopicPartition(self.topic, p) for p in parts]
-        reported = await self._consumer.end_offsets(tps)
-        ends = await true_end_offsets(self.bootstrap, reported, self.auth, REQUEST_TIMEOUT_S)
-        return {tp.partition: end for tp, end in ends.items() if end is not None}
+        reported = await self._consumer.end_offsets([TopicPartition(self.topic, p) for p in applied])
+        suspect = {tp: end for tp, end in reported.items() if end is not None and end <= applied[tp.partition]}
+        if suspect:
+            reported.update(await true_end_offsets(self.bootstrap, suspect, self.auth, REQUEST_TIMEOUT_S))
+        return {tp.partition: end for tp, end in reported.items() if end is not None}
 
     async def loss(self) -> str | None:
         """What was lost, once seen CONFIRMATIONS times in a row; else None."""
-        applied = {p: off for p in sorted(self._partitions()) if (off := self._applied(p)) >= 0}
+        applied = {p: off for p in range(self.partitions) if (off := self._applied(p)) >= 0}
         if not applied:
             self._seen = 0
             return None
         try:
-            ends = await asyncio.wait_for(self._ends(list(applied)), REQUEST_TIMEOUT_S * 3)
+            ends = await asyncio.wait_for(self._ends(applied), REQUEST_TIMEOUT_S * 3)
         except Exception:  # unreachable or answering slowly: not a loss; the clients retry and say so
             await self.close()
             return None

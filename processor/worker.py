@@ -169,8 +169,8 @@ def _register_log_watch(app: faust.App, pipeline: Pipeline) -> None:
     Every partition whose state this worker holds is checked, owned or standby, also while a rebalance is under
     way: a broker that lost its groups may keep one from ever finishing."""
     cfg = pipeline.cfg
-    watch = LogWatch(cfg.bootstrap_list, cfg.els_raw_topic, lambda p: pipeline.engine.clock(p).off,
-                     lambda: set(range(cfg.els_partitions)), faust_client_kwargs(app))
+    watch = LogWatch(cfg.bootstrap_list, cfg.els_raw_topic, cfg.els_partitions,
+                     lambda p: pipeline.engine.clock(p).off, faust_client_kwargs(app))
 
     @app.timer(CHECK_EVERY_S)
     async def watch_the_raw_log() -> None:

@@ -29,12 +29,20 @@ MIN_SPAN_DAYS = 1 / 24
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """One allowance: its month total in the org bag, its per-day counter, and its limit (None: no limit)."""
+    """One allowance: `name` is both its metric stem and the org bag's counter of the month's total;
+    `<name>.day` counts it per UTC day (tag `day`: days since the epoch). `limit`: None for no limit."""
 
-    name: str         # metric stem: steps, events
-    total: str        # the bag counter of the month's total
-    per_day: str      # the bag counter per UTC day (tag `day`: days since the epoch)
+    name: str
     limit: int | None
+
+    @property
+    def per_day(self) -> str:
+        return f"{self.name}.day"
+
+
+def usages(step_limit: int | None, event_limit: int | None) -> tuple[Usage, Usage]:
+    """The org's two allowances, as the sink and the status page both read them."""
+    return Usage("steps", step_limit), Usage("events", event_limit)
 
 
 def trailing_rate(bag: Bag, per_day: str, month_ms: int, now_ms: int) -> float:
@@ -54,7 +62,7 @@ def trailing_rate(bag: Bag, per_day: str, month_ms: int, now_ms: int) -> float:
 
 def usage_values(bag: Bag, usage: Usage, month_ms: int, now_ms: int) -> dict[str, float]:
     """{metric suffix: value} of one usage of the org month starting at month_ms, as of now_ms."""
-    so_far = bag.counters.get(usage.total, 0)
+    so_far = bag.counters.get(usage.name, 0)
     days_left = max(window_end(month_ms, 0, monthly=True) - max(now_ms, month_ms), 0) / DAY_MS
     rate = trailing_rate(bag, usage.per_day, month_ms, now_ms) if days_left else 0.0
     out = {"month_to_date": so_far, "projected_month_end": so_far + rate * days_left}

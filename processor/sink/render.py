@@ -10,7 +10,7 @@ from processor.core.bag import ENDED, OUTCOMES, STEPS_N, Bag
 from processor.core.sketch import quantiles
 from processor.core.tags import cap, parse_dd_tags, split_key, tag_value
 from processor.core.windows import month_start, window_start
-from processor.sink.allowances import Usage, usage_values
+from processor.sink.allowances import usage_values, usages
 from processor.sink.merge import MergedWindow
 
 COUNT, GAUGE = 1, 3  # datadog_api_client.v2.model.metric_intake_type.MetricIntakeType values
@@ -94,10 +94,9 @@ def render_series(group: str, window_start_ms: int, window_seconds: int, bag: Ba
         tags = [cap(f"org:{tag_value(bag.labels.get('org') or ident)}"), *base]
         now = window_start_ms if now_ms is None else now_ms
         month = month_start(now) if month_ms is None else month_ms
-        usages = (Usage("steps", "steps", "steps.day", monthly_step_limit),
-                  Usage("events", "events", "events.day", monthly_event_limit))
         return [_series(f"{prefix}.{u.name}.{suffix}", GAUGE, ts, value, tags, None)
-                for u in usages for suffix, value in usage_values(bag, u, month, now).items()]
+                for u in usages(monthly_step_limit, monthly_event_limit)
+                for suffix, value in usage_values(bag, u, month, now).items()]
 
     labels = dict(bag.labels)
     for i, name in enumerate(REQUIRED_LABELS.get(kind, ())):

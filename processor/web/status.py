@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from processor.core.bag import Bag
 from processor.core.windows import month_start
-from processor.sink.allowances import Usage, usage_values
+from processor.sink.allowances import usage_values, usages
 from processor.sink.render import render_series
 
 MAX_WINDOWS = 30          # sparkline length: the newest windows held
@@ -159,9 +159,8 @@ def _flow(group: str, by_ws: dict[int, Bag], timeline: list[int], window_seconds
 def allowances(held: Held, now_ms: int, step_limit: int | None, event_limit: int | None) -> list[dict]:
     """Per org, this month's steps and ELS events against their allowances, as Datadog gets them."""
     month = month_start(now_ms)
-    usages = (Usage("steps", "steps", "steps.day", step_limit), Usage("events", "events", "events.day", event_limit))
     return [{"org": bag.labels.get("org") or group.split(":", 1)[1],
-             **{u.name: usage_values(bag, u, month, now_ms) for u in usages}}
+             **{u.name: usage_values(bag, u, month, now_ms) for u in usages(step_limit, event_limit)}}
             for group, bag in sorted(held.orgs.items())]
 
 

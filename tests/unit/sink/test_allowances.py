@@ -9,7 +9,7 @@ from processor.core.windows import DAY_MS
 from processor.sink.allowances import Usage, usage_values
 
 JUNE = int(datetime(2026, 6, 1, tzinfo=UTC).timestamp() * 1000)  # a 30-day month
-STEPS = Usage("steps", "steps", "steps.day", 2000)
+STEPS = Usage("steps", 2000)
 
 
 def month(per_day: dict[int, int]) -> Bag:
@@ -47,5 +47,5 @@ def test_a_month_that_ended_projects_its_total_and_a_reached_limit_is_zero_days_
 def test_no_use_in_the_trailing_days_gives_no_days_until_limit_and_no_limit_no_limit_values():
     b = month({1: 100})
     assert "days_until_limit" not in usage_values(b, STEPS, JUNE, JUNE + 20 * DAY_MS)
-    v = usage_values(b, Usage("steps", "steps", "steps.day", None), JUNE, JUNE + 20 * DAY_MS)
+    v = usage_values(b, Usage("steps", None), JUNE, JUNE + 20 * DAY_MS)
     assert set(v) == {"month_to_date", "projected_month_end"}
