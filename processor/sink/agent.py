@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 
 import orjson
+from faust.types import TP
 
 from common.config import Config
 from common.deadletter import DeadLetterWriter, Stage
@@ -26,6 +27,7 @@ from processor.outbox import outbox_partition
 from processor.sink.buffer import Buffer
 from processor.sink.client import DatadogClient
 from processor.sink.merge import MergedWindow, RetryCount, retries_key, window_key
+from processor.sink.position import OutboxPositions
 from processor.sink.sink import Sink
 
 log = logging.getLogger("els.sink")
@@ -35,7 +37,8 @@ REPORT_EVERY_S = 60.0      # a failing flush is logged at most this often
 CLEANUP_EVERY_S = 60.0     # expired merged windows are looked for this often
 FLUSH_CHECK_SECONDS = 0.25  # how often the held records are checked for being due
 TABLE_HELP = ("The sink's merge. '<group>|<window start ms>' (e.g. 'flow:100000|1714564800000'): the latest "
-              "partial of every processor partition; 'retries|<outbox partition>|<window start ms>': the sink's "
+              "partial of every processor partition; 'position|<outbox partition>': the offset after the outbox "
+              "records delivered; 'retries|<outbox partition>|<window start ms>': the sink's "
               "retry count.")
 
 
@@ -59,8 +62,10 @@ class SinkAgent:
     after a 100,000-event backlog, docs/benchmarks.md).
     """
 
-    def __init__(self, cfg: Config, sink: Sink, producer, table, health: Health | None = None):
+    def __init__(self, cfg: Config, sink: Sink, producer, table, health: Health | None = None,
+                 positions: OutboxPositions | None = None):
         self.cfg = cfg
+        self.positions = positions  # None: records are merged as Faust hands them over (tests of the flush)
         self.health = health or Health()
         self.sink = sink
         self.producer = producer
@@ -111,6 +116,9 @@ class SinkAgent:
         by_op: dict[int, dict] = defaultdict(dict)
         for key, merged in touched.items():
             by_op[merged.op][key] = merged.to_dict()
+        if series and self.positions is not None:  # the position after what this flush acks (position.py)
+            for op, writes in OutboxPositions.writes(e.message for e in self.taken + events).items():
+                by_op[op].update(writes)
         if series and time.monotonic() - self.last_cleanup > CLEANUP_EVERY_S:  # never an owed window unsent
             self.last_cleanup = time.monotonic()
             for op in {e.message.partition for e in events}:
@@ -167,11 +175,22 @@ def register(app, cfg: Config, out_topic, producer, make_table, health: Health) 
     if client.dry_run:
         log.warning("DD_API_KEY is not set: nothing goes to Datadog; the requests are written to %s, "
                     "this run's lines with \"run\": \"%s\"", cfg.els_dry_run_file, client.run_id)
-    agent = SinkAgent(cfg, sink, producer, table, health)
+    async def earliest(op: int) -> int:
+        tp = TP(cfg.els_out_topic, op)
+        return (await app.consumer.earliest_offsets(tp)).get(tp, 0) or 0
+
+    async def seek(op: int, offset: int) -> None:
+        await app.consumer.seek_wait({TP(cfg.els_out_topic, op): offset})  # on the consumer's thread (worker.py)
+
+    positions = OutboxPositions(table, earliest, seek)
+    agent = SinkAgent(cfg, sink, producer, table, health, positions)
 
     @app.agent(out_topic)
     async def deliver(stream):
         async for event in stream.noack().events():
+            if not await positions.admit(event.message):
+                event.ack()  # delivered already, or after a gap being sought back: it comes again
+                continue
             try:
                 agent.buffer.add(event, event.message.partition, orjson.loads(event.message.value), time.monotonic())
             except Exception as exc:  # Faust restarts the agent; a record it cannot read would do this every time
@@ -197,5 +216,10 @@ def register(app, cfg: Config, out_topic, producer, make_table, health: Health) 
         the acks)."""
         await agent.flush()
 
+    async def forget_positions(app_, *args, **kwargs):
+        positions.forget()
+
     app.on_partitions_revoked.connect(flush_before_revocation)
+    app.on_partitions_revoked.connect(forget_positions)
+    app.on_partitions_assigned.connect(forget_positions)
     return sink

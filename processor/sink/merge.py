@@ -8,7 +8,9 @@ windows live in the `sink` table, as JSON (Faust's changelog codec):
   `op` being the outbox partition that owns it (its changelog partition), each `bag` the partial's bag as JSON
   text (a string: held so, a part costs a fifth of the memory of the decoded dict, and the sink table held the
   most of a worker's memory after a backlog; the earlier format, the bag as an object, is still read);
-- `retries|<outbox partition>|<window start ms>` -> RetryCount.to_dict(): the sink's own retry counts (agent.py).
+- `retries|<outbox partition>|<window start ms>` -> RetryCount.to_dict(): the sink's own retry counts (agent.py);
+- `position|<outbox partition>` -> `{"group": "position", "op", "next"}`: where the sink's delivered records end
+  (position.py).
 
 Retention (keep_after_end_ms, docs/design.md "The sink's merge"): a merged window is deleted once the sink's
 clock has passed its end by the processor's lateness plus the lag between processor partitions it tolerates.
@@ -148,6 +150,8 @@ class Merge:
         """Remove and return the windows every partition has closed at `clock_ms` (math.inf: all of them)."""
         out = {}
         for key, stored in list(self.table.items()):
+            if "ws" not in stored:  # the sink's outbox positions (position.py): not a window
+                continue
             if clock_ms == math.inf or stored["ws"] + self.window_ms + self.lateness_ms <= clock_ms:
                 out[key] = MergedWindow.from_dict(self.table.pop(key))
         return out
@@ -157,7 +161,7 @@ class Merge:
         clock = min(self.clocks.get(op, 0), now_ms)
         out = []
         for key, stored in list(self.table.items()):
-            if stored.get("op") != op:
+            if stored.get("op") != op or "ws" not in stored:  # positions (position.py) never expire
                 continue
             ws = stored["ws"]
             end = month_start(ws + 32 * 86_400_000) if stored["group"].startswith(ORG_PREFIX) else ws + self.window_ms

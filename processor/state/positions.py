@@ -1,13 +1,13 @@
-"""Where each raw partition's processing stands, and the batches put in offset order from there, without gaps.
+"""Where each partition's processing stands, and the records put in offset order from there, without gaps.
 
 Faust acks (and may commit) records it skips while a rebalance or recovery is under way, may hand over later
 records before earlier ones after a restart, and commits offsets the worker processed but has not flushed yet
 (processor/state/transaction.py). So the position that counts is our own: the next offset after the last one
-applied, in memory while a transaction is open, else the partition's clock record (written last at every
-flush). Records before it were applied already; a gap after it means records were skipped: seek back to it and
-drop the rest of the batch (they come again; records fetched before the seek may still arrive first, and are
-dropped the same way). A gap that persists for GAP_ACCEPT_SECONDS after the first seek is a real hole in the
-log (retention deleted it) and is accepted, loudly.
+applied, in memory while a transaction is open, else the position in the state (the raw partition's clock
+record, the sink's outbox position). Records before it were applied already; a gap after it means records were
+skipped: seek back to it and drop the rest of the batch (they come again; records fetched before the seek may
+still arrive first, and are dropped and sought back the same way). A gap is accepted only when the log no longer
+starts before it (retention deleted the records), loudly; never because it lasted.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from processor.engine.records import Record
 
 log = logging.getLogger("els.processor")
 
-GAP_ACCEPT_SECONDS = 30.0
+HOLE_CHECK_SECONDS = 5.0  # a gap this old makes us ask where the log starts now (at most this often)
 
 
 @dataclass(slots=True)
@@ -34,14 +34,16 @@ class Positions:
     """Next raw offset to apply per partition, and the gap seeks under way."""
 
     def __init__(self, applied: Callable[[int], int], earliest: Callable[[int], Awaitable[int]],
-                 seek: Callable[[int, int], Awaitable[None]], gap_accept_s: float = GAP_ACCEPT_SECONDS,
-                 stats=None):
-        self._applied = applied      # p -> last offset applied (-1: none), from the engine's clock
-        self._earliest = earliest    # p -> the log's first offset
+                 seek: Callable[[int, int], Awaitable[None]], hole_check_s: float = HOLE_CHECK_SECONDS,
+                 stats=None, start: Callable[[int], Awaitable[int]] | None = None, name: str = "raw"):
+        self.name = name             # the topic's role, in log lines
+        self._applied = applied      # p -> last offset applied (-1: none), from the state
+        self._earliest = earliest    # p -> the log's first offset now
+        self._start_unknown = start or earliest  # p -> where to start when nothing was applied yet
         self._seek = seek            # (p, offset) -> seek the consumer there
-        self._gap_accept_s = gap_accept_s
+        self._hole_check_s = hole_check_s
         self._expected: dict[int, int] = {}
-        self._seeked: dict[int, tuple[int, float]] = {}  # p -> (offset sought, when first sought)
+        self._seeked: dict[int, tuple[int, float]] = {}  # p -> (offset sought, when the log start was last asked)
         self.stats = stats if stats is not None else PositionStats()  # anything with these two counters
 
     def forget(self) -> None:
@@ -56,9 +58,19 @@ class Positions:
         exp = self._expected.get(p)
         if exp is None:
             last = self._applied(p)
-            # nothing applied yet: start at the log's beginning, whatever Faust committed or hands over
-            exp = self._expected[p] = last + 1 if last >= 0 else await self._earliest(p)
+            # nothing applied yet: the log's beginning (raw), or what Faust hands over first (outbox)
+            exp = self._expected[p] = last + 1 if last >= 0 else await self._start_unknown(p)
         return exp
+
+    async def _gone_until(self, p: int, exp: int) -> int | None:
+        """Where the log starts now, when that is past `exp` (retention deleted the records from `exp`); asked
+        once a gap is HOLE_CHECK_SECONDS old, and then at most that often."""
+        sought = self._seeked.get(p)
+        if sought is None or sought[0] != exp or time.monotonic() - sought[1] < self._hole_check_s:
+            return None
+        self._seeked[p] = (exp, time.monotonic())
+        start = await self._earliest(p)
+        return start if start > exp else None
 
     async def in_order(self, p: int, records: list[Record]) -> list[Record]:
         """The records to apply: in offset order, from the partition's position, without gaps."""
@@ -67,25 +79,24 @@ class Positions:
             return records  # the usual case: the next records, in order, without gaps
         keep: list[Record] = []
         for r in sorted(records, key=lambda r: r.offset):
+            if r.offset > exp and (start := await self._gone_until(p, exp)) is not None:
+                log.error("%s records %s..%s of partition %s are gone from the topic (retention?); continuing from "
+                          "%s", self.name, exp, start - 1, p, start, extra={"partition": p})
+                self._seeked.pop(p, None)
+                exp = self._expected[p] = start
             if r.offset < exp:
                 self.stats.already_applied += 1
                 continue
-            sought = self._seeked.get(p)
-            hole = (sought is not None and sought[0] == exp
-                    and time.monotonic() - sought[1] > self._gap_accept_s)
-            if r.offset == exp or hole:
-                if hole:
-                    log.error("raw records %s..%s are gone from the topic (retention?); continuing after them",
-                              exp, r.offset - 1, extra={"partition": p})
+            if r.offset == exp:
                 keep.append(r)
                 exp = r.offset + 1
                 self._seeked.pop(p, None)
                 continue
             self.stats.gap_seeks += 1
-            if sought is None or sought[0] != exp:
+            if self._seeked.get(p, (None,))[0] != exp:
                 self._seeked[p] = (exp, time.monotonic())
-                log.warning("records skipped by the consumer; seeking back",
-                            extra={"partition": p, "to": exp, "got": r.offset})
+                log.warning("%s records skipped by the consumer: partition %s got offset %s, expected %s; seeking "
+                            "back", self.name, p, r.offset, exp, extra={"partition": p, "to": exp, "got": r.offset})
             await self._seek(p, exp)
             break
         return keep

@@ -32,7 +32,8 @@ TABLE_HELP: dict[str, str] = {
         "The Datadog sink's merge: the latest partial of every raw partition per group and window. Key: "
         "'<group>|<window start ms>' e.g. 'flow:632567|1712255400000' (groups as in the windows table); plus "
         "'retries|<outbox partition>|<window start ms>' e.g. 'retries|3|1712255400000' (the sink's retry "
-        "counts). Value: {'group', 'ws', 'op' (outbox partition), 'parts': {raw partition: {'seq', 'bag'}}}."),
+        "counts) and 'position|<outbox partition>' e.g. 'position|3' (the offset after the outbox records "
+        "delivered: {'group': 'position', 'op', 'next'}). A window's value: {'group', 'ws', 'op' (outbox partition), 'parts': {raw partition: {'seq', 'bag'}}}."),
 }
 
 

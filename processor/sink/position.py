@@ -1,0 +1,67 @@
+"""The sink's own position in each outbox partition: the offset after the last record a full flush delivered.
+
+Faust's stream acks the records it skips while a rebalance is under way (an older generation, flow control
+suspended), on a noack stream too, and commits them while it waits for the streams to finish. The next owner of
+that outbox partition then starts after partials the sink never merged, and the windows they carried stay short
+in Datadog for good. So the sink keeps its position as the processor does for the raw topic
+(processor/state/positions.py): written in the `sink` table with the merged windows of every full flush, re-read
+after each assignment; a record before it was delivered already and is dropped, a gap after it is sought back.
+Before the first full flush of a partition, where Faust starts is taken as the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+
+from processor.state.positions import Positions
+
+POSITION = "position"
+
+
+def position_key(op: int) -> str:
+    """The `sink` table's key of outbox partition `op`'s position."""
+    return f"{POSITION}|{op}"
+
+
+def is_position(stored: Mapping) -> bool:
+    return stored.get("group") == POSITION
+
+
+class OutboxPositions:
+    """Admits outbox records in offset order from the sink's position, and says what a full flush writes."""
+
+    def __init__(self, table: Mapping, earliest: Callable[[int], Awaitable[int]],
+                 seek: Callable[[int, int], Awaitable[None]]):
+        self.table = table
+        self._first: dict[int, int] = {}  # outbox partition -> the first offset handed over since the assignment
+        self.positions = Positions(self._delivered, earliest, seek, start=self._first_seen, name="outbox")
+
+    def _delivered(self, op: int) -> int:
+        stored = self.table.get(position_key(op))
+        return int(stored["next"]) - 1 if stored else -1
+
+    async def _first_seen(self, op: int) -> int:
+        return self._first[op]
+
+    async def admit(self, message) -> bool:
+        """True when the record (a Faust message: partition, offset) is the next one to merge."""
+        op = message.partition
+        self._first.setdefault(op, message.offset)
+        if await self.positions.in_order(op, [message]):
+            self.positions.processed(op, message.offset)
+            return True
+        return False
+
+    def forget(self) -> None:
+        """After any assignment change: positions are re-read from the table."""
+        self.positions.forget()
+        self._first.clear()
+
+    @staticmethod
+    def writes(messages: Iterable) -> dict[int, dict[str, dict]]:
+        """outbox partition -> {position key: record}: the position after the records a full flush acks."""
+        last: dict[int, int] = {}
+        for m in messages:
+            if m.offset > last.get(m.partition, -1):
+                last[m.partition] = m.offset
+        return {op: {position_key(op): {"group": POSITION, "op": op, "next": off + 1}} for op, off in last.items()}

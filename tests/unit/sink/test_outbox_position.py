@@ -1,0 +1,77 @@
+"""The sink's own outbox position (processor/sink/position.py): what a full flush delivered is never merged
+twice, and records Faust skipped (acked during a rebalance, never handed to the sink) are sought back, not lost."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from common.config import Config
+from processor.sink.agent import SinkAgent
+from processor.sink.position import OutboxPositions, position_key
+from tests.unit.sink.test_delivery import ScriptedClient, make_sink, partial
+from tests.unit.sink.test_sink_agent import WS_A, TableWriter, events_values_sent
+
+
+class Event:
+    def __init__(self, op: int, offset: int):
+        self.value = b"the record"
+        self.message = SimpleNamespace(partition=op, offset=offset, value=self.value)
+        self.acked = False
+
+    def ack(self) -> None:
+        self.acked = True
+
+
+class Consumer:
+    def __init__(self):
+        self.seeks: list[tuple[int, int]] = []
+
+    async def earliest(self, op: int) -> int:
+        return 0
+
+    async def seek(self, op: int, offset: int) -> None:
+        self.seeks.append((op, offset))
+
+
+def agent_with_positions(consumer: Consumer) -> SinkAgent:
+    sink, _ = make_sink(ScriptedClient())
+    return SinkAgent(Config.from_env({}), sink, TableWriter(), sink.table,
+                     positions=OutboxPositions(sink.table, consumer.earliest, consumer.seek))
+
+
+async def test_a_full_flush_writes_the_position_after_what_it_acked():
+    agent = agent_with_positions(Consumer())
+    for off in (7, 8):
+        ev = Event(2, off)
+        assert await agent.positions.admit(ev.message)
+        agent.buffer.add(ev, 2, partial(0, off, 1, WS_A), 1.0)
+    await agent.flush()
+    assert agent.table[position_key(2)] == {"group": "position", "op": 2, "next": 9}
+    agent.sink.merge.clocks[2] = 10**13
+    assert agent.sink.expired_keys(2, 10**13) == [f"flow:f1|{WS_A}"]  # the window expires, the position never
+    assert list(agent.sink.take_closed()) == [f"flow:f1|{WS_A}"]
+
+
+async def test_after_a_rebalance_delivered_records_are_dropped_and_a_gap_is_sought_back():
+    consumer = Consumer()
+    agent = agent_with_positions(consumer)
+    agent.table[position_key(1)] = {"group": "position", "op": 1, "next": 10}
+    agent.positions.forget()  # as after an assignment
+    assert not await agent.positions.admit(Event(1, 9).message)  # delivered before the rebalance
+    # Faust acked and committed 10 and 11 while it skipped them in the rebalance: the consumer starts at 12
+    assert not await agent.positions.admit(Event(1, 12).message)
+    assert consumer.seeks == [(1, 10)]
+    assert [await agent.positions.admit(Event(1, off).message) for off in (10, 11, 12)] == [True, True, True]
+
+
+async def test_the_sink_sends_values_of_skipped_records_once_sought_back():
+    consumer = Consumer()
+    agent = agent_with_positions(consumer)
+    agent.table[position_key(0)] = {"group": "position", "op": 0, "next": 5}
+    for off in (6, 5, 6):  # 6 first (5 was skipped), then both after the seek
+        ev = Event(0, off)
+        if await agent.positions.admit(ev.message):
+            agent.buffer.add(ev, 0, partial(off, off, off, WS_A), 1.0)
+    await agent.flush()
+    assert events_values_sent(agent.sink.client) == [11]  # 5 + 6: both partials merged
+    assert agent.table[position_key(0)]["next"] == 7
