@@ -88,12 +88,15 @@ def _read(path: Path) -> Any:
 
 
 def with_silence(body: dict, minutes: int) -> dict:
-    """The silence monitor for `minutes`: its query's window, its no-data timeframe, and the minutes it names."""
+    """The silence monitor for `minutes`: its threshold (seconds), its no-data timeframe, and the minutes it
+    names."""
     body = json.loads(json.dumps(body).replace("{silence_minutes}", str(minutes)))
     if isinstance(body.get("query"), str):
-        body["query"] = re.sub(r"\(last_\d+[mh]\)", f"(last_{minutes}m)", body["query"], count=1)
+        body["query"] = re.sub(r">=\s*\d+$", f">= {minutes * 60}", body["query"])
     if isinstance(body.get("options"), dict):
-        body["options"]["no_data_timeframe"] = minutes
+        body["options"]["no_data_timeframe"] = max(minutes, 10)
+        if isinstance(body["options"].get("thresholds"), dict):
+            body["options"]["thresholds"]["critical"] = minutes * 60
     return body
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from common.config import Config
 from els.broker import BrokerError, EmbeddedBroker, port_is_free, split_host_port
+from ingest.tls import certificate_days_left
 
 SECRET_FILE = Path("var/ingest-secret")
 COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
@@ -95,12 +96,20 @@ def _banner(cfg: Config, secret: str | None, configured: bool, engine: str, proc
                + (" inside the processor container" if engine == "docker" else ""))
     state = "ready" if processor_ready else \
         "ingest is ready, the processor is still starting (events wait in Kafka meanwhile)"
+    if cfg.els_tls_cert_file:
+        days = certificate_days_left(cfg.els_tls_cert_file)
+        https = [f"                (certificate {cfg.els_tls_cert_file}: "
+                 + ("unreadable" if days is None else f"expires in {days:.0f} days"
+                    + (": renew it soon, Okta stops delivering when it expires" if days < 14 else "")) + ")"]
+    else:
+        https = ["                (Okta's cloud needs https://<this host's public name>/v1/events: set "
+                 "ELS_TLS_CERT_FILE", "                 and ELS_TLS_KEY_FILE, or put it behind your HTTPS reverse "
+                 "proxy or load balancer)"]
     lines = [
         "",
         f"els up ({engine}): {state}. In Okta Workflows, set up Execution Log Streaming with:",
         f"  URL:          {ingest_url(cfg)}/v1/events",
-        "                (Okta's cloud needs https://<this host's public name>/v1/events: set ELS_TLS_CERT_FILE",
-        "                 and ELS_TLS_KEY_FILE, or put it behind your HTTPS reverse proxy or load balancer)",
+        *https,
         f"  Header name:  {cfg.els_auth_header}",
         f"  Header value: {value}",
     ]

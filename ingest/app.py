@@ -21,8 +21,9 @@ from common.config import Config
 from ingest.auth import Authenticator
 from ingest.envelope import BodyError, Reject, unwrap
 from ingest.kafka import KafkaWriter, NotAcknowledged
+from ingest.report import DeadLetterReason, Outcome, Reporter
 from ingest.stats import IntervalReport, Stats
-from ingest.tls import ReloadableTls, TlsError
+from ingest.tls import ReloadableTls, TlsError, certificate_days_left
 
 log = logging.getLogger("els.ingest")
 
@@ -31,6 +32,7 @@ web_exceptions_payload = (http_exceptions.HttpProcessingError, asyncio.Incomplet
 DEADLETTER_PREFIX_BYTES = 64 * 1024  # how much of an oversized body is kept in the dead-letter topic
 RETRY_AFTER_SECONDS = "5"
 STATS_EVERY_SECONDS = 60.0
+REPORT_CHECK_SECONDS = 5.0  # how often a window's report is looked for (ingest/report.py)
 # We decompress ourselves, bounded, and keep the original bytes of an unusable body for the dead-letter topic.
 SERVER_OPTIONS = {"auto_decompress": False}
 
@@ -38,6 +40,7 @@ CONFIG = web.AppKey("config", Config)
 WRITER = web.AppKey("writer", KafkaWriter)
 STATS = web.AppKey("stats", Stats)
 AUTH = web.AppKey("auth", Authenticator)
+REPORTER = web.AppKey("reporter", Reporter)
 
 
 def _json(status: int, body: dict, headers: dict | None = None) -> web.Response:
@@ -103,10 +106,11 @@ async def post_events(request: web.Request) -> web.Response:
 
 async def _post_events(request: web.Request) -> web.Response:
     app = request.app
-    cfg, writer, stats = app[CONFIG], app[WRITER], app[STATS]
+    cfg, writer, stats, reporter = app[CONFIG], app[WRITER], app[STATS], app[REPORTER]
     stats.requests += 1
     if not app[AUTH].check(request.headers):
         stats.status_401 += 1
+        reporter.request(Outcome.UNAUTHORIZED)
         return _json(401, {"error": f"missing or invalid secret in the {cfg.els_auth_header} header"},
                      {"WWW-Authenticate": "Bearer"})
     received_ms = _now_ms()
@@ -115,41 +119,50 @@ async def _post_events(request: web.Request) -> web.Response:
         body, too_large = await _read_body(request, cfg.els_max_body_bytes)
     except web_exceptions_payload as exc:
         stats.status_400 += 1
+        reporter.request(Outcome.BAD_BODY)
         return _json(400, {"error": f"unreadable request body: {exc}"})
     stats.bytes_in += len(body)
     if too_large:
-        return await _refuse(writer, stats, 413, f"body is larger than {cfg.els_max_body_bytes} bytes",
+        return await _refuse(writer, stats, reporter, 413, f"body is larger than {cfg.els_max_body_bytes} bytes",
                              body, received_ms, {**_dl_headers(request, encoding), "truncated": "true"})
     try:
         result = unwrap(body, encoding, cfg.els_max_body_bytes)
     except BodyError as exc:
-        return await _refuse(writer, stats, exc.status, exc.reason, body, received_ms,
+        return await _refuse(writer, stats, reporter, exc.status, exc.reason, body, received_ms,
                              _dl_headers(request, encoding))
     try:
         await writer.write(result.events, result.rejects, received_ms,
                            extra_headers=_dl_headers(request, encoding) if result.rejects else None)
     except NotAcknowledged as exc:
         stats.status_503 += 1
+        reporter.request(Outcome.UNAVAILABLE, len(result.events))
         log.warning("answering 503: %s", exc)
         return _json(503, {"error": str(exc)}, {"Retry-After": RETRY_AFTER_SECONDS})
     stats.status_202 += 1
     stats.events_accepted += len(result.events)
     stats.items_rejected += len(result.rejects)
+    reporter.request(Outcome.ACCEPTED, len(result.events))
+    if result.rejects:
+        reporter.deadlettered(DeadLetterReason.BAD_ITEM, len(result.rejects))
     if len(result.events) == 1 and not result.rejects:
         return web.Response(status=202, body=ACCEPTED_ONE, content_type="application/json")
     return _json(202, {"accepted": len(result.events), "rejected": len(result.rejects)})
 
 
-async def _refuse(writer: KafkaWriter, stats: Stats, status: int, reason: str, body: bytes, received_ms: int,
-                  headers: dict[str, str]) -> web.Response:
+async def _refuse(writer: KafkaWriter, stats: Stats, reporter: Reporter, status: int, reason: str, body: bytes,
+                  received_ms: int, headers: dict[str, str]) -> web.Response:
     """Keep the unusable body in the dead-letter topic, then answer 4xx (503 if even that cannot be written)."""
     try:
         await writer.write([], [Reject(reason, body)], received_ms, extra_headers=headers)
     except NotAcknowledged as exc:
         stats.status_503 += 1
+        reporter.request(Outcome.UNAVAILABLE)
         return _json(503, {"error": f"{reason}; and it could not be kept: {exc}"}, {"Retry-After": RETRY_AFTER_SECONDS})
     stats.refused(status)
     stats.items_rejected += 1
+    too_large = status == 413
+    reporter.request(Outcome.TOO_LARGE if too_large else Outcome.BAD_BODY)
+    reporter.deadlettered(DeadLetterReason.TOO_LARGE if too_large else DeadLetterReason.BAD_BODY)
     return _json(status, {"error": reason})
 
 
@@ -170,6 +183,14 @@ async def _log_stats(report: IntervalReport, every: float) -> None:
         report.emit(loop.time())
 
 
+async def _send_reports(reporter: Reporter, writer: KafkaWriter) -> None:
+    """Each window's report into the raw topic once the window is over (ingest/report.py)."""
+    while True:
+        await asyncio.sleep(REPORT_CHECK_SECONDS)
+        reporter.roll()
+        await reporter.send_due(writer.write_record)
+
+
 def create_app(cfg: Config, stats_every: float = STATS_EVERY_SECONDS) -> web.Application:
     """The aiohttp application; Kafka connects in the background when it starts, and every `stats_every`
     seconds a line logs what happened in that interval."""
@@ -182,6 +203,9 @@ def create_app(cfg: Config, stats_every: float = STATS_EVERY_SECONDS) -> web.App
     app[WRITER] = KafkaWriter(cfg)
     app[STATS] = Stats()
     app[AUTH] = auth
+    cert = cfg.els_tls_cert_file
+    app[REPORTER] = Reporter(cfg.els_window_seconds,
+                             tls_days_left=(lambda: certificate_days_left(cert)) if cert else (lambda: None))
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -191,10 +215,14 @@ def create_app(cfg: Config, stats_every: float = STATS_EVERY_SECONDS) -> web.App
         loop = asyncio.get_running_loop()
         report = IntervalReport(app[STATS], loop.time())
         stats_task = loop.create_task(_log_stats(report, stats_every))
+        report_task = loop.create_task(_send_reports(app[REPORTER], app[WRITER]))
         yield
-        stats_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stats_task
+        for task in (stats_task, report_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        app[REPORTER].roll(final=True)  # the last window's report, before the producer flushes and stops
+        await app[REPORTER].send_due(app[WRITER].write_record)
         await app[WRITER].stop()
         report.emit(loop.time())  # the last, shorter interval
 

@@ -183,6 +183,17 @@ class KafkaWriter:
             futures.append(await self.deadletters.write(rej.raw, rej.reason, received_ms, extra_headers))
         await asyncio.gather(*futures)
 
+    async def write_record(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """One record of ingest's own (its window report) into the raw topic, acknowledged within the ack
+        timeout; raises NotAcknowledged."""
+        if self.producer is None:
+            raise NotAcknowledged("not connected to Kafka yet")
+        try:
+            async with asyncio.timeout(self.cfg.els_ack_timeout_seconds):
+                await (await self.producer.send(self.cfg.els_raw_topic, value, key, headers=headers))
+        except (TimeoutError, KafkaError, OSError) as exc:
+            raise NotAcknowledged(f"Kafka did not acknowledge ingest's report: {exc!r}") from None
+
     async def ready(self) -> bool:
         """True when the producer can reach the broker (cached for a second: probes are cheap but not free)."""
         at, ok = self._ready_cache

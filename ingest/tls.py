@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from pathlib import Path
 
 log = logging.getLogger("els.ingest.tls")
@@ -82,6 +83,10 @@ class ReloadableTls:
         if current is not ctx:
             sslobj.context = current
 
+    def days_left(self, now: float | None = None) -> float | None:
+        """Days until the certificate served now expires (pipeline.ingest.tls_days_left); None if unreadable."""
+        return certificate_days_left(self.cert_file, now)
+
     def reload(self) -> bool:
         """Re-read both files (SIGHUP); keep serving the previous certificate when they do not load."""
         try:
@@ -91,3 +96,16 @@ class ReloadableTls:
             return False
         log.info("TLS certificate reloaded", extra={"cert_file": self.cert_file})
         return True
+
+
+def certificate_days_left(cert_file: str, now: float | None = None) -> float | None:
+    """Days until the first certificate in `cert_file` expires (negative: expired); None when unreadable."""
+    from cryptography import x509
+
+    try:
+        with open(cert_file, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+    except (OSError, ValueError):
+        return None
+    now = time.time() if now is None else now
+    return (cert.not_valid_after_utc.timestamp() - now) / 86_400

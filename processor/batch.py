@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from common.deadletter import DeadLetterWriter
 from processor.engine import Engine, Record
+from processor.engine.watch import Live
 from processor.outbox import outbox_records
 from processor.pipeline import WorkerStats
 from processor.runtime import release_free_memory
@@ -33,8 +35,10 @@ EMIT_EARLY_ITEMS = 500
 
 class BatchApplier:
     def __init__(self, engine: Engine, positions: Positions, kafka: KafkaOut, deadletters: DeadLetterWriter,
-                 tables: tuple, out_topic: str, partitions: int, stats: WorkerStats):
+                 tables: tuple, out_topic: str, partitions: int, stats: WorkerStats,
+                 log_end: Callable[[int], int | None] = lambda p: None):
         self.engine = engine
+        self.log_end = log_end  # p -> where the raw partition ends, as the consumer last heard (backlog)
         self.positions = positions
         self.kafka = kafka
         self.deadletters = deadletters
@@ -68,12 +72,13 @@ class BatchApplier:
             by_partition[m.partition].append(
                 Record(m.offset, m.key, m.value, dict(m.headers or ()), m.timestamp and int(m.timestamp * 1000)))
         outputs, touched = [], []
+        now_ms = int(time.time() * 1000)
         for p, records in by_partition.items():
             records = await self.positions.in_order(p, records)
             if not records:
                 continue
             t = time.perf_counter_ns()
-            out = self.engine.process(p, records)
+            out = self.engine.process(p, records, Live(now_ms, self.log_end(p)))
             self.stats.engine_ns += time.perf_counter_ns() - t
             self.positions.processed(p, records[-1].offset)
             self.stats.records += len(records)

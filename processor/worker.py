@@ -109,8 +109,14 @@ def _applier(app: faust.App, pipeline: Pipeline, kafka: KafkaOut) -> BatchApplie
         return await kafka.send(topic, None, value, None, headers)
 
     deadletters = DeadLetterWriter(cfg.els_deadletter_topic, Stage.PROCESSOR, send_deadletter)
+    def log_end(p: int) -> int | None:
+        try:
+            return app.consumer.highwater(TP(cfg.els_raw_topic, p))
+        except (AssertionError, KeyError, AttributeError):  # not assigned (any more): no backlog figure
+            return None
+
     return BatchApplier(engine, positions, kafka, deadletters, (pipeline.chains, pipeline.windows), cfg.els_out_topic,
-                        cfg.els_partitions, pipeline.stats)
+                        cfg.els_partitions, pipeline.stats, log_end)
 
 
 def _register_agent(app: faust.App, raw, applier: BatchApplier, health: Health) -> None:

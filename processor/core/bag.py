@@ -9,6 +9,8 @@ Labels are the group's identifying tags (flow_name, flow_id, ...), kept raw and 
 
 from __future__ import annotations
 
+import math
+
 from processor.core.sketch import Sketch, from_compact, to_compact
 from processor.core.tags import counter_key
 
@@ -17,7 +19,8 @@ ENDED = "_ended"      # counter of ended executions, tag outcome; the error_rate
 STEPS_N = "_steps_n"  # ended executions that reported a step_count; steps.avg = steps / _steps_n
 
 class Bag:
-    """A mergeable window aggregate: counters add, sketches merge, labels are last-writer-wins registers.
+    """A mergeable window aggregate: counters add, sketches merge, maxima keep the largest, labels are
+    last-writer-wins registers.
 
     Labels: each tag keeps the value written with the latest event time (`at_ms`); equal times keep the greater
     value. So a bag's labels do not depend on the order in which events or partials arrive, and merge is
@@ -25,13 +28,14 @@ class Bag:
     renamed flow's name, and the same window could then be re-sent under another flow_name tag).
     """
 
-    __slots__ = ("counters", "sketches", "labels", "label_ms")
+    __slots__ = ("counters", "sketches", "labels", "label_ms", "maxima")
 
     def __init__(self):
         self.counters: dict[str, float] = {}
         self.sketches: dict[str, Sketch] = {}
         self.labels: dict[str, str] = {}
         self.label_ms: dict[str, int] = {}
+        self.maxima: dict[str, float] = {}  # e.g. the latest receive time of an org's events, over partitions
 
     def count(self, metric: str, n: float = 1, **tags) -> None:
         key = counter_key(metric, tuple(tags.items())) if tags else metric
@@ -43,6 +47,12 @@ class Bag:
         if sk is None:
             sk = self.sketches[sketch_name] = Sketch()
         sk.add(value)
+
+    def at_least(self, key: str, value: float) -> None:
+        """Keep the larger of the stored maximum and `value`."""
+        m = self.maxima
+        if value > m.get(key, -math.inf):
+            m[key] = value
 
     def label(self, tag: str, value: str, at_ms: int = 0) -> None:
         """Set a label unless a later (event time) write already set it."""
@@ -62,6 +72,8 @@ class Bag:
             mine.merge(sk)
         for tag, value in other.labels.items():
             self.label(tag, value, other.label_ms.get(tag, 0))
+        for k, v in other.maxima.items():
+            self.at_least(k, v)
 
     def merge_dict(self, d: dict) -> None:
         """merge(Bag.from_dict(d)) without building the other Bag (the sink's rendering merges encoded shares)."""
@@ -76,6 +88,8 @@ class Bag:
         lt = d.get("lt") or {}
         for tag, value in (d.get("l") or {}).items():
             self.label(tag, value, lt.get(tag, 0))
+        for k, v in (d.get("m") or {}).items():
+            self.at_least(k, v)
 
     def to_dict(self) -> dict:
         d: dict = {"c": self.counters}
@@ -85,6 +99,8 @@ class Bag:
             d["l"] = self.labels
             if any(self.label_ms.values()):
                 d["lt"] = self.label_ms
+        if self.maxima:
+            d["m"] = self.maxima
         return d
 
     @classmethod
@@ -95,13 +111,14 @@ class Bag:
         b.labels = dict(d.get("l") or {})
         lt = d.get("lt") or {}
         b.label_ms = {k: lt.get(k, 0) for k in b.labels}
+        b.maxima = dict(d.get("m") or {})
         return b
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, Bag):
             return NotImplemented
         return (self.counters == other.counters and self.labels == other.labels
-                and self.label_ms == other.label_ms
+                and self.label_ms == other.label_ms and self.maxima == other.maxima
                 and {k: to_compact(v) for k, v in self.sketches.items()}
                 == {k: to_compact(v) for k, v in other.sketches.items()})
 

@@ -18,12 +18,15 @@ import time
 from collections.abc import MutableMapping
 
 from processor.core.chains import Chain
+from processor.engine import watch
 from processor.engine.clock import advance
-from processor.engine.events import apply_event
+from processor.engine.events import Reason, apply_event, deadletter
 from processor.engine.outputs import Outputs
-from processor.engine.records import Record, is_tick, tick_time
+from processor.engine.records import Record, is_tick, received_ms, tick_time
+from processor.engine.reports import apply_report, is_report
 from processor.engine.settings import Settings
 from processor.engine.step import Step
+from processor.engine.watch import Live
 from processor.state import index as state_index
 from processor.state import keys
 from processor.state.records import Clock, decode_chain
@@ -97,25 +100,32 @@ class Engine:
         return txn
 
     # -- the step -------------------------------------------------------------------------------------------
-    def process(self, p: int, records: list[Record]) -> Outputs:
+    def process(self, p: int, records: list[Record], live: Live | None = None) -> Outputs:
         """Apply one partition's records (in offset order); returns what to emit. The state stays in the open
-        transaction until `flush`."""
+        transaction until `flush`. `live`: the batch is processed as it arrives (engine/watch.py)."""
         out = Outputs()
         txn = self._txn(p)
         fresh = [r for r in records if not txn.applied.holds(r.offset)]  # twice in one transaction: once
         if not fresh:
             return out
-        step = Step(self.s, txn, out, self._keys.setdefault(p, {}))
         replay = self.s.replay
+        step = Step(self.s, txn, out, self._keys.setdefault(p, {}), None if replay else live)
         for rec in fresh:
             if is_tick(rec):
                 txn.ticked = True
                 t = None if replay else tick_time(rec)
                 if t is not None:
                     txn.clock.now = max(txn.clock.now, t)
+                    if step.live is not None:  # before advance: the tick emits what it carried
+                        watch.on_tick(step, rec.offset, txn.clock.now, step.live)
                     advance(step, rec.offset, txn.clock.now)
                 continue
-            apply_event(step, rec)
+            if is_report(rec):
+                if not apply_report(step, rec):
+                    deadletter(step, rec, "an ingest report that cannot be read", received_ms(rec),
+                               Reason.INVALID_REPORT)
+            else:
+                apply_event(step, rec)
             if replay:
                 self._advance_in_replay(step, rec.offset, only_if_due=True)
         last = max(r.offset for r in fresh)
@@ -145,6 +155,6 @@ class Engine:
         txn = self._txns.pop(p, None)
         return None if txn is None else txn.writes()
 
-    def step(self, p: int, records: list[Record]) -> tuple[Outputs, Writes | None]:
+    def step(self, p: int, records: list[Record], live: Live | None = None) -> tuple[Outputs, Writes | None]:
         """process + flush at once (replay, tests): the outputs and what to write (None: nothing processed)."""
-        return self.process(p, records), self.flush(p)
+        return self.process(p, records, live), self.flush(p)

@@ -10,13 +10,16 @@ nothing (no chain, no window, no clock): it is counted in pipeline.future_events
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 
 from processor.core import chains
 from processor.core.chains import Verdict
 from processor.core.contributions import add_event, add_org_usage
 from processor.core.log_items import event_log, failure_log
 from processor.core.model import FlowEvent, InvalidEvent, parse_event
+from processor.core.tags import counter_key
 from processor.core.windows import month_start, window_start
+from processor.engine import watch
 from processor.engine.outputs import log_item
 from processor.engine.records import Record, received_ms
 from processor.engine.step import Step
@@ -37,7 +40,7 @@ def apply_event(step: Step, rec: Record) -> None:
     try:
         ev = parse_event(rec.value, received)
     except InvalidEvent as exc:
-        _deadletter(step, rec, exc.reason, received)
+        deadletter(step, rec, exc.reason, received, Reason.INVALID_EVENT)
         return
     if _from_the_future(step, rec, ev, received):
         return
@@ -53,6 +56,7 @@ def apply_event(step: Step, rec: Record) -> None:
     if verdict is not Verdict.REPLAYED:
         txn.chain_changed(ch)
     step.count("pipeline.events_in", arrival_ws, off)
+    watch.on_event(step, off, arrival_ws, received, ev.org_name)
     ws = window_start(ev.timestamp_ms, s.window_ms)
     if clock.now and ws + s.window_ms + s.lateness_ms <= clock.now:
         landed = False
@@ -74,11 +78,21 @@ def apply_event(step: Step, rec: Record) -> None:
         step.out.add_log(*log_item(ev.root_execution_id, event_log(ev)))
 
 
-def _deadletter(step: Step, rec: Record, reason: str, received: int) -> int:
-    """The record to the dead-letter topic, counted in pipeline.deadletters in the clock's window (returned)."""
-    step.out.deadletters.append((rec.value, reason, received))
+class Reason(StrEnum):
+    """Why the processor dead-lettered a record (the `reason` tag of pipeline.deadletters, stage:processor)."""
+
+    INVALID_EVENT = "invalid_event"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    INVALID_REPORT = "invalid_report"  # an ingest report (engine/reports.py) that cannot be read
+
+
+def deadletter(step: Step, rec: Record, why: str, received: int, reason: Reason) -> int:
+    """The record to the dead-letter topic, counted in pipeline.deadletters{stage:processor,reason} in the
+    clock's window (returned)."""
+    step.out.deadletters.append((rec.value, why, received))
     ws = window_start(step.txn.clock.now or received, step.s.window_ms)
-    step.count("pipeline.deadletters", ws, rec.offset)
+    step.count(counter_key("pipeline.deadletters", (("stage", "processor"), ("reason", reason.value))), ws,
+               rec.offset)
     return ws
 
 
@@ -92,7 +106,8 @@ def _from_the_future(step: Step, rec: Record, ev: FlowEvent, received: int) -> b
         return False
     reason = (f"future_timestamp: event time {ahead / 1000:g} s ahead of its receive time (more than "
               f"{FUTURE_TOLERANCE_MS // 1000} s)")
-    step.count("pipeline.future_events", _deadletter(step, rec, reason, received), rec.offset)
+    step.count("pipeline.future_events", deadletter(step, rec, reason, received, Reason.FUTURE_TIMESTAMP),
+               rec.offset)
     log.info("future event dead-lettered and counted in pipeline.future_events: flow %s (%s), execution %s, event "
              "time %s ms, %s ms ahead of its receive time %s ms", ev.flow_id, ev.flow_name, ev.execution_id,
              ev.timestamp_ms, ahead, received,

@@ -19,10 +19,11 @@ KEY_CACHE_MAX = 4_096
 class Step:
     """Settings, transaction and outputs of a batch, and the partition's window keys (built once each)."""
 
-    __slots__ = ("s", "p", "txn", "out", "_keys")
+    __slots__ = ("s", "p", "txn", "out", "_keys", "live")
 
-    def __init__(self, s: Settings, txn: PartitionTransaction, out: Outputs, key_cache: dict):
+    def __init__(self, s: Settings, txn: PartitionTransaction, out: Outputs, key_cache: dict, live=None):
         self.s = s
+        self.live = live  # engine/watch.py Live: the batch is processed live (None: a replay or a test)
         self.p = txn.partition
         self.txn = txn
         self.out = out

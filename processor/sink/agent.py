@@ -21,12 +21,13 @@ from faust.types import TP
 from common.config import Config
 from common.deadletter import DeadLetterWriter, Stage
 from processor.core.bag import Bag
+from processor.core.tags import counter_key
 from processor.core.windows import window_start
 from processor.health import Health, Loop
 from processor.outbox import outbox_partition
 from processor.sink.buffer import Buffer
 from processor.sink.client import DatadogClient
-from processor.sink.merge import MergedWindow, RetryCount, retries_key, window_key
+from processor.sink.merge import MergedWindow, SinkCounts, retries_key, window_key
 from processor.sink.position import OutboxPositions
 from processor.sink.sink import Sink
 
@@ -125,8 +126,9 @@ class SinkAgent:
                 by_op[op].update(dict.fromkeys(sink.expired_keys(op, now_ms)))
         persist = self.producer.persist
         await asyncio.gather(*[f for op, writes in by_op.items() for f in await persist(self.table, op, writes)])
-        if done.retries:
-            await self.count_retries(done.retries, min(e.message.partition for e in self.taken + events), now_ms)
+        counts = sink_counts(done)
+        if counts:
+            await self.count(counts, min(e.message.partition for e in self.taken + events), now_ms)
         if series:
             for event in self.taken + events:
                 event.ack()
@@ -146,21 +148,37 @@ class SinkAgent:
                 out[key] = MergedWindow.from_dict(stored)
         return out
 
-    async def count_retries(self, n: int, op: int, now_ms: int) -> None:
-        """pipeline.sink_retries goes through the outbox like any partial, so it merges with the processor's
-        pipeline counters and survives restarts: the count per (outbox partition, window) lives in the table."""
+    async def count(self, counts: dict[str, float], op: int, now_ms: int) -> None:
+        """The sink's own counters go through the outbox like any partial, so they merge with the processor's
+        pipeline counters and survive restarts: the totals per (outbox partition, window) live in the table."""
         cfg = self.cfg
         ws = window_start(now_ms, cfg.els_window_seconds * 1000)
         key = retries_key(op, ws)
-        total = int((self.table.get(key) or {}).get("n", 0)) + n
-        await asyncio.gather(*await self.producer.persist(self.table, op, {key: RetryCount(total, ws, op).to_dict()}))
+        stored = self.table.get(key)
+        totals = SinkCounts.from_dict(stored).counts if stored else {}
+        for k, n in counts.items():
+            totals[k] = totals.get(k, 0) + n
+        await asyncio.gather(*await self.producer.persist(self.table, op, {key: SinkCounts(totals, ws, op).to_dict()}))
         bag = Bag()
-        bag.count("pipeline.sink_retries", total)
-        value = {"kind": "partial", "p": f"sink{op}", "group": "pipeline", "ws": ws, "seq": total, "final": False,
-                 "bag": bag.to_dict()}
+        for k, n in totals.items():
+            bag.count(k, n)
+        value = {"kind": "partial", "p": f"sink{op}", "group": "pipeline", "ws": ws, "seq": int(sum(totals.values())),
+                 "final": False, "bag": bag.to_dict()}
         # where the processor's pipeline partials of this window go
         q = outbox_partition(window_key("pipeline", ws).encode(), cfg.els_partitions)
         await (await self.producer.send(cfg.els_out_topic, None, orjson.dumps(value), q))
+
+
+def sink_counts(done) -> dict[str, float]:
+    """What one delivery adds to the sink's counters: retries, and what it dead-lettered, by reason."""
+    counts: dict[str, float] = {}
+    if done.retries:
+        counts["pipeline.sink_retries"] = done.retries
+    for reason, n in (("point_dropped", done.points_dropped), ("log_dropped", done.logs_dropped),
+                      ("series_refused", done.series_refused), ("logs_refused", done.logs_refused)):
+        if n:
+            counts[counter_key("pipeline.deadletters", (("stage", "sink"), ("reason", reason)))] = n
+    return counts
 
 
 def register(app, cfg: Config, out_topic, producer, make_table, health: Health) -> Sink:

@@ -8,7 +8,7 @@ windows live in the `sink` table, as JSON (Faust's changelog codec):
   `op` being the outbox partition that owns it (its changelog partition), each `bag` the partial's bag as JSON
   text (a string: held so, a part costs a fifth of the memory of the decoded dict, and the sink table held the
   most of a worker's memory after a backlog; the earlier format, the bag as an object, is still read);
-- `retries|<outbox partition>|<window start ms>` -> RetryCount.to_dict(): the sink's own retry counts (agent.py);
+- `retries|<outbox partition>|<window start ms>` -> SinkCounts.to_dict(): the sink's own counters (agent.py);
 - `position|<outbox partition>` -> `{"group": "position", "op", "next"}`: where the sink's delivered records end
   (position.py).
 
@@ -99,15 +99,21 @@ class MergedWindow:
 
 
 @dataclass(slots=True)
-class RetryCount:
-    """The sink's retries of one outbox partition in one window (expired like the merged windows)."""
+class SinkCounts:
+    """The sink's own counters of one outbox partition in one window (pipeline.sink_retries, and
+    pipeline.deadletters{stage:sink} by reason), as totals; expired like the merged windows."""
 
-    n: int
+    counts: dict[str, float]
     ws: int
     op: int
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "ws": self.ws, "op": self.op, "group": RETRIES}
+        return {"c": self.counts, "ws": self.ws, "op": self.op, "group": RETRIES}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SinkCounts:
+        counts = d.get("c") or {"pipeline.sink_retries": d.get("n", 0)}  # the earlier form held the retries only
+        return cls(dict(counts), d["ws"], d["op"])
 
 
 class Merge:

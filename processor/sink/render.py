@@ -10,6 +10,7 @@ from processor.core.bag import ENDED, OUTCOMES, STEPS_N, Bag
 from processor.core.sketch import quantiles
 from processor.core.tags import cap, parse_dd_tags, split_key, tag_value
 from processor.core.windows import month_start, window_start
+from processor.engine.watch import SEEN
 from processor.sink.allowances import usage_values, usages
 from processor.sink.merge import MergedWindow
 
@@ -18,6 +19,7 @@ COUNT, GAUGE = 1, 3  # datadog_api_client.v2.model.metric_intake_type.MetricInta
 SKETCH_GAUGES: dict[str, tuple[tuple[str, float | str], ...]] = {
     "duration": (("avg", "avg"), ("p50", 0.50), ("p95", 0.95), ("p99", 0.99), ("max", "max")),
     "chain.duration": (("avg", "avg"), ("p95", 0.95), ("max", "max")),
+    "pipeline.delay_seconds": (("max", "max"), ("p95", 0.95)),
 }
 # labels every series of a group kind carries, with the fallback when no event said it
 REQUIRED_LABELS = {"flow": ("flow_id", "flow_name"), "chain": ("root_flow_id", "root_flow_name")}
@@ -123,7 +125,26 @@ def render_series(group: str, window_start_ms: int, window_seconds: int, bag: Ba
     if steps_n > 0:
         out.append(_series(f"{prefix}.steps.avg", GAUGE, ts, bag.counters.get("steps", 0) / steps_n, common,
                            None))
-    return out + _sketch_series(bag, prefix, ts, common)
+    return out + _sketch_series(bag, prefix, ts, common) + _maxima_series(bag, prefix, ts, window_seconds, common,
+                                                                          now_ms)
+
+
+def _maxima_series(bag: Bag, prefix: str, ts: int, window_seconds: int, tags: list[str],
+                   now_ms: int | None) -> list[dict]:
+    """The pipeline's gauges kept as maxima (processor/engine/watch.py, reports.py): the seconds from the latest
+    event of each org to the window's end (pipeline.silence_seconds), each partition's backlog, and the days left
+    on each ingest host's certificate."""
+    out = []
+    end_ms = (ts + int(window_seconds)) * 1000
+    for key in sorted(bag.maxima):
+        value = bag.maxima[key]
+        metric, own = split_key(key)
+        if metric == SEEN:
+            out.append(_series(f"{prefix}.pipeline.silence_seconds", GAUGE, ts, max(0.0, (end_ms - value) / 1000),
+                               [*map(cap, own), *tags], None))
+        elif not metric.startswith("_"):
+            out.append(_series(f"{prefix}.{metric}", GAUGE, ts, value, [*map(cap, own), *tags], None))
+    return out
 
 
 def _sketch_series(bag: Bag, prefix: str, ts: int, tags: list[str]) -> list[dict]:

@@ -90,13 +90,15 @@ def window_view(key, data: bytes) -> dict:
 
 @dataclass(slots=True)
 class Clock:
-    """A partition's stream time (latest tick, or event time in replay) and the last raw offset applied."""
+    """A partition's stream time (latest tick, or event time in replay), the last raw offset applied, and when
+    ingest last received an event of each org ("" for events without one): pipeline.silence_seconds."""
 
     now: int = 0
     off: int = -1
+    seen: dict[str, int] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        return dumps([FORMAT, self.now, self.off])
+        return dumps([FORMAT, self.now, self.off, self.seen] if self.seen else [FORMAT, self.now, self.off])
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> Clock:
@@ -104,11 +106,11 @@ class Clock:
             return cls()
         v = orjson.loads(data)
         if isinstance(v, dict):
-            return cls(v.get("now", 0), v.get("off", -1))
-        return cls(v[1], v[2])
+            return cls(v.get("now", 0), v.get("off", -1), dict(v.get("seen") or {}))
+        return cls(v[1], v[2], dict(v[3]) if len(v) > 3 else {})
 
     def view(self) -> dict:
-        return {"now": self.now, "off": self.off}
+        return {"now": self.now, "off": self.off, "seen": self.seen}
 
 
 # A closed chain's summary (processor/core/chains.py `close`) is stored as the values of these keys, in this

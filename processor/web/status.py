@@ -17,7 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from processor.core.bag import Bag
+from processor.core.tags import split_key
 from processor.core.windows import month_start
+from processor.engine.reports import DEADLETTERS, REQUESTS, TLS_DAYS_LEFT
+from processor.engine.watch import SEEN
 from processor.sink.allowances import usage_values, usages
 from processor.sink.render import render_series
 
@@ -164,6 +167,27 @@ def allowances(held: Held, now_ms: int, step_limit: int | None, event_limit: int
             for group, bag in sorted(held.orgs.items())]
 
 
+def health(held: Held, now_ms: int, pv: dict[str, float]) -> dict:
+    """The pipeline watching itself, over the windows held: seconds since the latest ELS event, delay, ingest's
+    requests by outcome, dead letters by stage, the certificate's days left (None: not known)."""
+    bag = held.pipeline
+    seen = [v for k, v in bag.maxima.items() if split_key(k)[0] == SEEN]
+    by_stage = dict.fromkeys(("ingest", "processor", "sink"), 0.0)
+    requests: dict[str, float] = {}
+    for key, n in bag.counters.items():
+        metric, tags = split_key(key)
+        tag = dict(t.partition(":")[::2] for t in tags)
+        if metric == DEADLETTERS and tag.get("stage") in by_stage:
+            by_stage[tag["stage"]] += n
+        elif metric == REQUESTS:
+            requests[tag.get("outcome", "")] = requests.get(tag.get("outcome", ""), 0) + n
+    tls = [v for k, v in bag.maxima.items() if split_key(k)[0] == TLS_DAYS_LEFT]
+    return {"silence_s": max(0.0, (now_ms - max(seen)) / 1000) if seen else None,
+            "delay_max_s": pv.get("pipeline.delay_seconds.max"), "delay_p95_s": pv.get("pipeline.delay_seconds.p95"),
+            "ingest_requests": requests, "deadletters_by_stage": by_stage,
+            "tls_days_left": min(tls) if tls else None}
+
+
 def status_view(held: Held, *, window_seconds: int, prefix: str, now_ms: int, max_windows: int = MAX_WINDOWS,
                 step_limit: int | None = None, event_limit: int | None = None) -> dict:
     """The page's JSON: flows ordered failing first (by error rate, then volume), then the others by volume."""
@@ -184,6 +208,7 @@ def status_view(held: Held, *, window_seconds: int, prefix: str, now_ms: int, ma
                    "events": sum(f["events"] for f in flows), "failures": sum(f["failures"] for f in flows)},
         "pipeline": {name: pv.get(f"pipeline.{name}", 0)
                      for name in ("events_in", "duplicates", "late_events", "future_events", "deadletters")},
+        "health": health(held, now_ms, pv),
         "clocks": {p: held.clocks[p] for p in sorted(held.clocks, key=int)},
         "allowances": allowances(held, now_ms, step_limit, event_limit),
         "has_data": bool(flows),

@@ -336,6 +336,7 @@ def test_els_up_serves_https_when_given_a_certificate(tmp_path):
     up = Up(work, env, ARTIFACTS / "els-up-https.log")
     url = up.wait_for(r"URL:\s+(\S+/v1/events)").group(1)
     assert url == f"https://127.0.0.1:{port}/v1/events"
+    assert up.wait_for(r"certificate \S+chain.pem: expires in (\d+) days\)").group(1).isdigit()
     up.wait_for(r"els up \(embedded broker\): ready\.")
     context = ssl.create_default_context()
     ca.configure_trust(context)

@@ -114,7 +114,32 @@ async def test_end_to_end_values_in_datadog_are_exact(kafka_bootstrap, topic_nam
         try:
             async with Ingest(make_config(kafka_bootstrap, topic_names, els_partitions=PARTITIONS)) as ing:
                 await post_all(ing, events)
+                # what the pipeline tells about itself: a refused delivery, a body ingest cannot use, and an
+                # event only the processor finds unusable
+                assert (await ing.post(b"[]", auth=False))[0] == 401
+                assert (await ing.post(b"{not json"))[0] == 400
+                bad_time = {"event_type": "FLOW_START", "execution_id": "bad-time", "timestamp": "yesterday"}
+                assert (await ing.post(orjson.dumps(bad_time)))[0] == 202
+            # ingest's last window report is written as it stops (ingest/report.py)
             await wait_exact(dd, sim, 120, [worker])
+            accepted = -(-len(events) // 50) + 1
+            want = {("pipeline.ingest.requests", "outcome:accepted"): accepted,
+                    ("pipeline.ingest.requests", "outcome:unauthorized"): 1,
+                    ("pipeline.ingest.requests", "outcome:bad_body"): 1,
+                    ("pipeline.ingest.events", "outcome:accepted"): len(events) + 1,
+                    ("pipeline.deadletters", "stage:ingest,reason:bad_body"): 1,
+                    ("pipeline.deadletters", "stage:processor,reason:invalid_event"): 1}
+
+            def got(metric: str, tags: str) -> float:
+                return dd.sum(M + metric, dict(t.split(":") for t in tags.split(",")))
+
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and any(got(*k) != n for k, n in want.items()):
+                await asyncio.sleep(0.5)
+            assert {k: got(*k) for k in want} == want
+            assert dd.last(M + "pipeline.silence_seconds", org=tag_value(events[0]["org_name"])) is not None
+            assert dd.last(M + "pipeline.delay_seconds.max") is not None
+            assert dd.points(M + "pipeline.backlog_records")
             # one flush sends the series request, then the logs request: the logs may be a moment behind
             want_failures = sum(exp_n for (_f, _t), exp_n in sim.expected.failures.items())
             deadline = time.monotonic() + 30

@@ -61,8 +61,8 @@ class Harness:
             self.offset += 1
         return Record(offset, TICK_KEY, orjson.dumps({"tick": at_ms}), {"els-kind": b"tick"}, at_ms)
 
-    def run(self, records: list[Record], apply: bool = True):
-        out, writes = self.engine.step(0, records)
+    def run(self, records: list[Record], apply: bool = True, live=None):
+        out, writes = self.engine.step(0, records, live)
         if apply and writes is not None:
             writes.apply_to(self.chains, self.windows)
         for _key, value in out.partials:

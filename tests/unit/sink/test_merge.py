@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from processor.core.bag import Bag
-from processor.sink.merge import Merge, MergedWindow, RetryCount, keep_after_end_ms, retries_key, window_key
+from processor.sink.merge import Merge, MergedWindow, SinkCounts, keep_after_end_ms, retries_key, window_key
 
 W = 60_000
 LATENESS = 300_000
@@ -45,7 +45,9 @@ def test_latest_share_of_each_partition_is_merged_and_stored_in_the_table_format
     stored = m.table[window_key("flow:f1", T0)]
     assert set(stored) == {"group", "ws", "op", "parts"} and stored["parts"]["0"]["seq"] == 9
     assert MergedWindow.from_dict(stored) == merged
-    assert RetryCount(3, T0, 1).to_dict() == {"n": 3, "ws": T0, "op": 1, "group": "retries"}
+    assert SinkCounts({"pipeline.sink_retries": 3}, T0, 1).to_dict() == {
+        "c": {"pipeline.sink_retries": 3}, "ws": T0, "op": 1, "group": "retries"}
+    assert SinkCounts.from_dict({"n": 3, "ws": T0, "op": 1}).counts == {"pipeline.sink_retries": 3}
     assert retries_key(1, T0) == f"retries|1|{T0}"
 
 

@@ -246,3 +246,26 @@ def test_the_orgs_allowances_this_month_are_on_the_page():
     [a] = d["allowances"]
     assert a["events"]["month_to_date"] == 2 and a["steps"]["month_to_date"] == 12
     assert a["events"]["projected_month_end"] > 2 and "limit" not in a["steps"]
+
+
+def test_the_page_shows_the_pipeline_watching_itself():
+    from processor.core.tags import counter_key
+    from processor.engine.watch import DELAY, seen_key
+    from processor.web.status import Held, health
+
+    held = Held()
+    bag = held.pipeline
+    bag.at_least(seen_key("acme"), 1_000_000)
+    bag.at_least(seen_key("other"), 1_060_000)
+    bag.count(counter_key("pipeline.deadletters", (("stage", "ingest"), ("reason", "bad_item"))), 2)
+    bag.count(counter_key("pipeline.deadletters", (("stage", "sink"), ("reason", "point_dropped"))), 1)
+    bag.count(counter_key("pipeline.ingest.requests", (("outcome", "accepted"),)), 5)
+    bag.count(counter_key("pipeline.ingest.requests", (("outcome", "unauthorized"),)), 2)
+    bag.sample(DELAY, 1.5)
+    bag.at_least(counter_key("pipeline.ingest.tls_days_left", (("host", "a"),)), 20.0)
+    bag.at_least(counter_key("pipeline.ingest.tls_days_left", (("host", "b"),)), 9.5)
+    h = health(held, 1_090_000, {"pipeline.delay_seconds.max": 1.5})
+    assert h["silence_s"] == 30.0  # from the latest event of any org
+    assert h["deadletters_by_stage"] == {"ingest": 2, "processor": 0, "sink": 1}
+    assert h["ingest_requests"] == {"accepted": 5, "unauthorized": 2}
+    assert h["delay_max_s"] == 1.5 and h["tls_days_left"] == 9.5
