@@ -114,6 +114,11 @@ def _id(ev: dict, name: str, required: bool) -> str | None:
     if isinstance(v, str) and v:
         if len(v) > MAX_FIELD_CHARS:
             raise InvalidEvent(f"{name} is longer than {MAX_FIELD_CHARS} characters")
+        if not v.isascii():  # a lone surrogate (only a dict can hold one: JSON refuses it) is no Kafka key
+            try:
+                v.encode()
+            except UnicodeEncodeError:
+                raise InvalidEvent(f"{name} is not valid Unicode") from None
         if not required or v.strip():
             return v
     if required:

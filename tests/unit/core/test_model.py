@@ -522,3 +522,13 @@ def test_iso_timestamps_round_trip(dt):
     want = int(dt.timestamp()) * 1000 + dt.microsecond // 1000
     assert parse(timestamp=dt.isoformat().replace("+00:00", "Z")).timestamp_ms == want
     assert parse(timestamp=dt.isoformat(timespec="milliseconds")).timestamp_ms == want
+
+
+def test_an_id_that_is_not_valid_unicode_is_an_invalid_event():
+    """Only a dict can hold a lone surrogate (JSON refuses it), but an id must be usable as the Kafka key."""
+    import pytest
+
+    from processor.core.model import InvalidEvent, parse_event
+
+    with pytest.raises(InvalidEvent, match="execution_id is not valid Unicode"):
+        parse_event({"event_type": "FLOW_START", "execution_id": "\ud800", "timestamp": "2024-08-20T19:46:09Z"})
