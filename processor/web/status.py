@@ -154,7 +154,8 @@ def _flow(group: str, by_ws: dict[int, Bag], timeline: list[int], window_seconds
     flow_id = group.split(":", 1)[1]
     rate = v.get("error_rate")
     return {"flow_id": flow_id, "flow_name": (total.labels.get("flow_name") or flow_id).strip(),
-            "events": v.get("events", 0), "failures": v.get("failures", 0), "error_rate": rate,
+            "events": v.get("events", 0), "failures": v.get("failures", 0), "steps": v.get("steps", 0),
+            "error_rate": rate,
             "p95_ms": v.get("duration.p95"), "failing": rate is not None and rate > FAILING_ERROR_RATE,
             "last_window_ms": max(by_ws), "series": series}
 

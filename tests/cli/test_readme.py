@@ -1,20 +1,24 @@
-"""Every command the README shows for a first run works as written, on a fresh clone.
+"""Every command the README and docs/ show works as written, on a fresh clone.
 
-The commands are read from the README itself (its ```sh blocks), so this test follows the README: a command
-added there is run here. They run in a clean copy of the repository (tracked and new files, no var/, no
-test-artifacts/), with the copy as working directory and on PYTHONPATH, so the copy's code is what runs; the
-copy's .venv is this test's virtualenv (installing again is slow), and `make install` must find it up to date.
+The commands are read from the pages themselves (their ```sh blocks, by page and section heading:
+tests/unit/docs_pages.py), so this test follows the documentation: a command added there is run here, and a
+section that cannot be run here (Docker, Kubernetes, a managed Kafka, HTTPS on a public name) is listed in
+docs_pages.NOT_RUN with the reason (tests/unit/test_docs_links.py keeps every ```sh block accounted for). They run
+in a clean copy of the repository (tracked and new files, no var/, no test-artifacts/), with the copy as working
+directory and on PYTHONPATH, so the copy's code is what runs; the copy's .venv is this test's virtualenv
+(installing again is slow), and `make install` must find it up to date.
 
 Only ports are adapted, so tests never collide: KAFKA_BOOTSTRAP_SERVERS, ELS_INGEST_PORT, ELS_WEB_PORT and
-ELS_SIMULATE_URL point at free ports, and the README's literal :8080 and :6066 become those ports. A `docker`
+ELS_SIMULATE_URL point at free ports, and the pages' literal :8080 and :6066 become those ports. A `docker`
 without an engine is first on PATH, so `make up` takes the embedded broker whatever the machine has.
 
-1. "Run it by hand": `make install`, then each `# terminal N` command in the background (the next one starts
-   once it is ready: the broker listens, ingest's /readyz answers, the worker's /els/stats/ says ready), then
-   the rest in order. A `# -> ...` line under a command is its expected output. The posted sample must reach
-   `/els/stats/` `records`, and the worker must hold its chain.
-2. `make up` (the quick start, again with no var/), and against it the commands of "Simulated traffic",
-   "Replay (backfill)" and "Datadog dashboards and monitors".
+1. docs/running.md "Run it by hand": `make install`, then each `# terminal N` command in the background (the next
+   one starts once it is ready: the broker listens, ingest's /readyz answers, the worker's /els/stats/ says
+   ready), then the rest in order. A `# -> ...` line under a command is its expected output. The posted sample
+   must reach `/els/stats/` `records`, and the worker must hold its chain.
+2. `make up` (the README's quick start, again with no var/), and against it the sections of
+   docs_pages.AGAINST_MAKE_UP in order (simulated traffic, the web routes and tables, the troubleshooting
+   commands, replay, `els datadog install --dry-run`).
 A line with a placeholder (`<...>`, `...`, `[--option]`, `$VARIABLE`, example.com) is a template, not run.
 """
 
@@ -31,7 +35,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,53 +43,10 @@ from common.config import SETTINGS
 from els.broker import free_port
 from tests.helpers.paths import ARTIFACTS, ROOT, SAMPLES
 from tests.helpers.procs import descendants, error_lines, kill_all, still_running
+from tests.unit import docs_pages
+from tests.unit.docs_pages import Command
 
 pytestmark = pytest.mark.slow
-
-TEMPLATE = re.compile(r"<[^>\s]+>|\.\.\.|\[--|\$[A-Za-z_]|example\.com")
-
-# -- reading the README ---------------------------------------------------------------------------------------
-@dataclass
-class Command:
-    text: str  # as written, continuation lines joined
-    terminal: bool  # `# terminal N`: runs in its own terminal until stopped
-    expect: str | None = None  # the `# -> ...` line under it
-
-    @property
-    def template(self) -> bool:
-        return bool(TEMPLATE.search(self.text.split(" #")[0]))
-
-
-def sh_blocks(readme: str, heading: str | None) -> list[str]:
-    """The ```sh blocks of the section whose `## ` heading starts with `heading` (None: before the first one)."""
-    sections = re.split(r"^## ", readme, flags=re.MULTILINE)
-    if heading is None:
-        body = sections[0]
-    else:
-        found = [s for s in sections[1:] if s.startswith(heading)]
-        assert len(found) == 1, f"README: no single section '## {heading}...'"
-        body = found[0].split("\n### ")[0]
-    return re.findall(r"^```sh\n(.*?)^```", body, flags=re.MULTILINE | re.DOTALL)
-
-
-def commands(block: str) -> list[Command]:
-    out: list[Command] = []
-    pending = ""
-    for line in block.splitlines():
-        if pending:
-            line, pending = pending + "\n" + line, ""
-        if line.rstrip().endswith("\\"):
-            pending = line
-        elif m := re.match(r"\s*# -> (.*)", line):
-            out[-1].expect = m.group(1)
-        elif line.strip() and not line.lstrip().startswith("#"):
-            out.append(Command(line, terminal=bool(re.search(r"#\s*terminal \d", line))))
-    return out
-
-
-def section_commands(heading: str | None) -> list[Command]:
-    readme = (ROOT / "README.md").read_text()
-    return [c for block in sh_blocks(readme, heading) for c in commands(block)]
 
 
 # -- a fresh clone ---------------------------------------------------------------------------------------------
@@ -228,10 +188,7 @@ def stats_records(stack: Stack, cmd: Command) -> int:
 
 # -- the test ----------------------------------------------------------------------------------------------------
 def by_hand(stack: Stack) -> None:
-    cmds = [c for c in section_commands("Run it by hand") if not c.template]
-    texts = " | ".join(c.text for c in cmds)
-    for needed in ("make install", "els broker", "els ingest", "els process", "/v1/events", "/els/stats/"):
-        assert needed in texts, f"README 'Run it by hand' no longer shows {needed!r}"
+    cmds = docs_pages.runnable(*docs_pages.BY_HAND[0])
     # never reinstall into the shared virtualenv from a temporary copy
     assert subprocess.run(["make", "-q", "install"], cwd=stack.clone, env=stack.env).returncode == 0, \
         "the virtualenv is not up to date: run `make install` first"
@@ -253,27 +210,30 @@ def by_hand(stack: Stack) -> None:
 
 
 def against_make_up(stack: Stack) -> None:
-    make_up = [c for c in section_commands(None) if c.text.startswith("make up")]
+    make_up = [c for c in docs_pages.section_commands(*docs_pages.QUICK_START) if c.text.startswith("make up")]
     assert len(make_up) == 1, "README's quick start no longer shows `make up`"
     stack.start(Command(make_up[0].text, terminal=True), "make-up")
     wait_for(lambda: re.search(r"els up \(embedded broker\): ready\.", stack.output()), "make up: ready", stack,
              timeout=150)
     assert f"Status page:  http://127.0.0.1:{stack.web}/els/status/" in stack.output()
     assert worker_ready(stack)
-    for heading, needed in (("Simulated traffic", "els simulate"), ("Replay", "els replay"),
-                            ("Datadog dashboards", "els datadog install --dry-run")):
-        cmds = [c for c in section_commands(heading) if not c.template]
-        assert any(needed in c.text for c in cmds), f"README '{heading}' no longer shows {needed!r}"
-        for cmd in cmds:
+    for page, heading in docs_pages.AGAINST_MAKE_UP:
+        for cmd in docs_pages.runnable(page, heading):
+            if cmd.text.split()[0] in OPTIONAL_TOOLS and not shutil.which(cmd.text.split()[0]):
+                continue  # a diagnostic tool this machine lacks (not a reason to fail the pipeline's commands)
             stack.run(cmd)
     assert (stack.clone / "var" / "expected.json").exists()  # simulate's --expected-json, var/ created for it
     assert error_lines(stack.output()) == []
 
 
+OPTIONAL_TOOLS = {"ss"}
+
+
 def test_readme_commands_work_on_a_fresh_clone(tmp_path):
-    if not shutil.which("curl"):  # .ci/run installs it
-        assert os.environ.get("CI") != "true", "curl is missing"
-        pytest.skip("the README's examples use curl")
+    for tool in ("curl", "jq"):  # the documentation's examples use them
+        if not shutil.which(tool):
+            assert os.environ.get("CI") != "true", f"{tool} is missing"
+            pytest.skip(f"the documentation's examples use {tool}")
     stack = Stack(fresh_clone(tmp_path / "clone"), tmp_path)
     (stack.logs / "commands.log").unlink(missing_ok=True)
     try:
