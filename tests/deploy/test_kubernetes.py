@@ -41,9 +41,6 @@ from tests.helpers.k8s_manifests import (
     with_https,
 )
 
-# Settings issue 12 adds (Kafka security, HTTPS at ingest); accepted in the ConfigMap before common.config has them.
-ISSUE_12 = {"KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SSL_CA_FILE", "KAFKA_SSL_CERT_FILE",
-            "KAFKA_SSL_KEY_FILE", "ELS_TLS_CERT_FILE", "ELS_TLS_KEY_FILE"}
 KAFKA_CREDENTIALS = {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"}
 FROM_SECRET = {s.env for s in SETTINGS if s.secret} | KAFKA_CREDENTIALS
 ONE_OFF = {"DD_APP_KEY", "ELS_KAFKA_CACHE"}  # one-off commands: `els datadog install` (no pod gets the key), `els kafka`
@@ -158,7 +155,7 @@ def check_configmap(objs: Objects) -> None:
     data = config(objs)
     missing = {s.env for s in SETTINGS} - FROM_SECRET - ONE_OFF - set(data)
     assert not missing, f"settings missing from configmap.yaml: {sorted(missing)}"
-    unknown = set(data) - set(BY_ENV) - ISSUE_12
+    unknown = set(data) - set(BY_ENV)
     assert not unknown, f"configmap.yaml has keys that are no setting: {sorted(unknown)}"
     for key, value in data.items():
         assert isinstance(value, str), key

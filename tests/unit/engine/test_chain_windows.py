@@ -1,4 +1,4 @@
-"""Every closed chain counts once, in a window still open when it closes (issue 19), with the shipped defaults
+"""Every closed chain counts once, in a window still open when it closes, with the shipped defaults
 (window 60 s, lateness 300 s, quiet 30 s, time-out 3600 s, ticks every 10 s)."""
 
 from __future__ import annotations

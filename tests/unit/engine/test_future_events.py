@@ -1,4 +1,4 @@
-"""Events stamped too far ahead of their receive time (issue 19): judged against the receive time in the record,
+"""Events stamped too far ahead of their receive time: judged against the receive time in the record,
 they move no clock and no window, and are counted in pipeline.future_events and dead-lettered; a few minutes
 ahead is an ordinary event."""
 
