@@ -104,7 +104,7 @@ class Ingest:
 
 
 class FaustWorker(Worker):
-    """The README's other way to run the processor: Faust's own command on processor.app."""
+    """The docs' other way to run the processor: Faust's own command on processor.app."""
 
     def start(self) -> FaustWorker:
         self._log = open(self.log_path, "ab")  # noqa: SIM115

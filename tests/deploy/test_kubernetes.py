@@ -1,6 +1,6 @@
 """deploy/kubernetes/: every manifest passes `kubernetes-validate --strict` offline, the kustomization applies
 exactly the manifests beside it (rendered with kubectl or kustomize when one is installed), and the promises
-of the README's "Run on Kubernetes" hold: probe paths, replicas, non-root read-only pods, secrets only by
+of docs/running.md's "Run on Kubernetes" hold: probe paths, replicas, non-root read-only pods, secrets only by
 reference, every setting in the ConfigMap, processor replicas within ELS_PARTITIONS. Each check runs on the
 files as written and on the rendered kustomization; `test_checks_catch_broken_manifests` shows they bite.
 """
@@ -162,7 +162,7 @@ def check_configmap(objs: Objects) -> None:
         if key in PRODUCTION_VALUES:
             assert value == PRODUCTION_VALUES[key], key
         elif key in BY_ENV and key != "KAFKA_BOOTSTRAP_SERVERS":
-            assert value in ("", BY_ENV[key].default or ""), f"{key}={value!r}: not the default (README)"
+            assert value in ("", BY_ENV[key].default or ""), f"{key}={value!r}: not the default (docs/configuration.md)"
     assert not re.search(r"127\.0\.0\.1|localhost", data["KAFKA_BOOTSTRAP_SERVERS"]), "a pod's loopback has no Kafka"
 
 
@@ -317,11 +317,11 @@ def test_checks_catch_broken_manifests(case):
         check(objs)
 
 
-def test_readme_says_how_to_run_on_kubernetes():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Run on Kubernetes", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_say_how_to_run_on_kubernetes():
+    running = (ROOT / "docs" / "running.md").read_text()
+    section = running.split("## Run on Kubernetes", 1)[1].split("\n## ", 1)[0]
     for needle in ("kubectl apply -k deploy/kubernetes", "images:", "KAFKA_BOOTSTRAP_SERVERS", SECRET,
                    "ELS_AUTH_TOKENS", "DD_API_KEY", "KAFKA_SASL_USERNAME", "secret.example.yaml", "/els/status/",
                    "ELS_PARTITIONS", "https"):
-        assert needle in section, f"README's Run on Kubernetes does not mention {needle}"
+        assert needle in section, f"docs/running.md's Run on Kubernetes does not mention {needle}"
     assert Path(K8S / "secret.example.yaml").exists()

@@ -2,7 +2,7 @@
 
 Each worker owns some partitions; either worker's /els/status.json and /els/status/ (in Debian's headless
 Chromium) count every event, name every partition's owner, and, once one worker is SIGKILLed, show its partitions
-as not answering until the survivor takes them over. The table routes are read the way the README says:
+as not answering until the survivor takes them over. The table routes are read the way docs/inspecting.md says:
 a flow's window keys by prefix and their values, a chain by its root, Faust's /table/ help.
 """
 
@@ -115,7 +115,7 @@ async def test_two_workers_each_page_counts_every_event(kafka_bootstrap, topic_n
 
 
 async def check_table_routes(ports: list[int], sim, events: list[dict], owner_of: dict[int, str]) -> None:
-    """The README's way from a flow id to its windows' values, and from a root execution id to its chain."""
+    """The docs' way from a flow id to its windows' values, and from a root execution id to its chain."""
     flow_id = FAILING[0]
     want_events = sum(n for (f, _), n in sim.expected.events.items() if f == flow_id)
     for port in ports:

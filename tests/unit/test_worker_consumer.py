@@ -1,4 +1,4 @@
-"""The worker's consumer: the fetch size README "The processor" documents, and Faust's variable overriding it."""
+"""The worker's consumer: the fetch size docs/configuration.md documents, and Faust's variable overriding it."""
 
 from __future__ import annotations
 
