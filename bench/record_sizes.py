@@ -1,12 +1,14 @@
 """State record sizes and the engine's own cost on the processor bench's workload, in process (no Kafka).
 
-    python -m bench.record_sizes [--events N]
+    python -m bench.record_sizes [--events N] [--live]
 
 The events of `python -m bench --only processor` (a 45-minute backlog, 8 partitions keyed like ingest does) go
 through the engine in batches of 1,000 per partition, flushed after each batch, with a tick per partition every
 5,000 events, a minute apart (so chains close and windows emit). Reported: encoded bytes of the window and chain records held at
 the end (what the changelogs carry and the tables keep), the memory they take as held in the tables (Python
-objects, tracemalloc), and the engine's microseconds per event.
+objects, tracemalloc), and the engine's microseconds per event. `--live` processes as the worker does (each
+event's delay sampled, each tick carrying the orgs' last events: processor/engine/watch.py); without it, as a
+replay or a test does.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import orjson
 
 from bench.__main__ import PARTITIONS, make_events
 from processor.engine import TICK_KEY, Engine, Record, Settings
+from processor.engine.watch import Live
 from processor.state import keys
 
 
-def run(n: int) -> dict:
+def run(n: int, live: bool = False) -> dict:
     _sim, events = make_events(n)
     by_p: dict[int, list[dict]] = {}
     for e in events:
@@ -49,7 +52,7 @@ def run(n: int) -> dict:
         batches += [(p, recs[i:i + 1000]) for i in range(0, len(recs), 1000)]
     t = time.perf_counter()
     for p, batch in batches:
-        _out, writes = engine.step(p, batch)
+        _out, writes = engine.step(p, batch, Live(now) if live else None)
         if writes is not None:
             writes.apply_to(chains, windows)
     elapsed = time.perf_counter() - t
@@ -87,7 +90,9 @@ def _figures(n: int, elapsed: float, chains: dict, windows: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=100_000)
-    print(json.dumps(run(ap.parse_args().events), indent=1))
+    ap.add_argument("--live", action="store_true", help="process as the live worker does (delay, silence)")
+    args = ap.parse_args()
+    print(json.dumps(run(args.events, args.live), indent=1))
 
 
 if __name__ == "__main__":

@@ -117,6 +117,8 @@ class Engine:
                 if t is not None:
                     txn.clock.now = max(txn.clock.now, t)
                     if step.live is not None:  # before advance: the tick emits what it carried
+                        if step.delays:
+                            watch.add_delays(step, rec.offset)
                         watch.on_tick(step, rec.offset, txn.clock.now, step.live)
                     advance(step, rec.offset, txn.clock.now)
                 continue
@@ -129,6 +131,8 @@ class Engine:
             if replay:
                 self._advance_in_replay(step, rec.offset, only_if_due=True)
         last = max(r.offset for r in fresh)
+        if step.delays:
+            watch.add_delays(step, last)
         txn.clock.off = max(txn.clock.off, last)
         if replay:
             self._advance_in_replay(step, last)

@@ -56,7 +56,7 @@ def apply_event(step: Step, rec: Record) -> None:
     if verdict is not Verdict.REPLAYED:
         txn.chain_changed(ch)
     step.count("pipeline.events_in", arrival_ws, off)
-    watch.on_event(step, off, arrival_ws, received, ev.org_name)
+    watch.on_event(step, arrival_ws, received, ev.org_name)
     ws = window_start(ev.timestamp_ms, s.window_ms)
     if clock.now and ws + s.window_ms + s.lateness_ms <= clock.now:
         landed = False

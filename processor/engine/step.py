@@ -19,11 +19,12 @@ KEY_CACHE_MAX = 4_096
 class Step:
     """Settings, transaction and outputs of a batch, and the partition's window keys (built once each)."""
 
-    __slots__ = ("s", "p", "txn", "out", "_keys", "live")
+    __slots__ = ("s", "p", "txn", "out", "_keys", "live", "delays")
 
     def __init__(self, s: Settings, txn: PartitionTransaction, out: Outputs, key_cache: dict, live=None):
         self.s = s
         self.live = live  # engine/watch.py Live: the batch is processed live (None: a replay or a test)
+        self.delays: dict[int, list[float]] = {}  # arrival window -> delays (s) of the batch's events (live)
         self.p = txn.partition
         self.txn = txn
         self.out = out

@@ -60,16 +60,26 @@ def on_tick(step: Step, off: int, now_ms: int, live: Live) -> None:
     step.add(PIPELINE, window_start(now_ms, step.s.window_ms), off, _carry, arg)
 
 
-def _delay(bag: Bag, seconds: float) -> None:
-    bag.sample(DELAY, seconds)
+def _delays(bag: Bag, seconds: list[float]) -> None:
+    for s in seconds:
+        bag.sample(DELAY, s)
 
 
-def on_event(step: Step, off: int, arrival_ws: int, received_ms: int, org: str | None) -> None:
-    """A new event: its org's last receive time, and (live) its delay into its arrival window."""
+def on_event(step: Step, arrival_ws: int, received_ms: int, org: str | None) -> None:
+    """A new event: its org's last receive time, and (live) its delay, held until the next tick or the batch's
+    end (`add_delays`)."""
     seen = step.txn.clock.seen
     key = org or ""
     if received_ms > seen.get(key, 0):
         seen[key] = received_ms
     live = step.live
     if live is not None and received_ms > 0:
-        step.add(PIPELINE, arrival_ws, off, _delay, max(0.0, (live.now_ms - received_ms) / 1000))
+        step.delays.setdefault(arrival_ws, []).append(max(0.0, (live.now_ms - received_ms) / 1000))
+
+
+def add_delays(step: Step, off: int) -> None:
+    """The delays held into their arrival windows, one update per window, at record `off` (a tick, or the
+    batch's last record): one update per event cost the engine about 8 % more per event."""
+    for ws, seconds in step.delays.items():
+        step.add(PIPELINE, ws, off, _delays, seconds)
+    step.delays.clear()
