@@ -26,6 +26,7 @@ class WorkerStats:
     state_writes: int = 0
     already_applied: int = 0
     gap_seeks: int = 0
+    gap_reads: int = 0
     engine_ns: int = 0          # the engine's own time (process + encoding the flushes)
     t_wait_ms: int = 0          # waiting for Faust to hand over the next batch
     t_step_ms: int = 0          # ordering and the engine

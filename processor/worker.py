@@ -22,8 +22,9 @@ from common import logs as els_logs
 from common.config import Config
 from common.deadletter import DeadLetterWriter, Stage
 from common.kafka import faust_client_kwargs
+from common.range_reader import read_range
 from processor.batch import BatchApplier
-from processor.engine import TICK_HEADER, TICK_KEY, Engine, settings_from, tick_value
+from processor.engine import TICK_HEADER, TICK_KEY, Engine, Record, settings_from, tick_value
 from processor.engine.records import TICK_KIND
 from processor.health import Health, Loop
 from processor.log_watch import CHECK_EVERY_S, LogWatch
@@ -103,7 +104,11 @@ def _applier(app: faust.App, pipeline: Pipeline, kafka: KafkaOut) -> BatchApplie
         # (KeyError in aiokafka's fetched_records crashed a worker during a rolling restart on Apache Kafka)
         await app.consumer.seek_wait({TP(cfg.els_raw_topic, p): offset})
 
-    positions = Positions(lambda p: engine.clock(p).off, earliest, seek, stats=pipeline.stats)
+    async def read(p: int, start: int, end: int) -> list[Record]:
+        got = await read_range(cfg.bootstrap_list, cfg.els_raw_topic, p, start, end, faust_client_kwargs(app))
+        return [Record(r.offset, r.key, r.value, dict(r.headers or ()), r.timestamp) for r in got]
+
+    positions = Positions(lambda p: engine.clock(p).off, earliest, seek, stats=pipeline.stats, read=read)
 
     async def send_deadletter(topic: str, value: bytes, headers: list):
         return await kafka.send(topic, None, value, None, headers)

@@ -20,6 +20,8 @@ from faust.types import TP
 
 from common.config import Config
 from common.deadletter import DeadLetterWriter, Stage
+from common.kafka import faust_client_kwargs
+from common.range_reader import read_range
 from processor.core.bag import Bag
 from processor.core.tags import counter_key
 from processor.core.windows import window_start
@@ -28,7 +30,7 @@ from processor.outbox import outbox_partition
 from processor.sink.buffer import Buffer
 from processor.sink.client import DatadogClient
 from processor.sink.merge import MergedWindow, SinkCounts, retries_key, window_key
-from processor.sink.position import OutboxPositions
+from processor.sink.position import OutboxPositions, ReadEvent
 from processor.sink.sink import Sink
 
 log = logging.getLogger("els.sink")
@@ -181,6 +183,21 @@ def sink_counts(done) -> dict[str, float]:
     return counts
 
 
+def _outbox_positions(app, cfg: Config, table) -> OutboxPositions:
+    """The sink's position per outbox partition (position.py), with the worker's consumer and a reader of gaps."""
+    async def earliest(op: int) -> int:
+        tp = TP(cfg.els_out_topic, op)
+        return (await app.consumer.earliest_offsets(tp)).get(tp, 0) or 0
+
+    async def seek(op: int, offset: int) -> None:
+        await app.consumer.seek_wait({TP(cfg.els_out_topic, op): offset})  # on the consumer's thread (worker.py)
+
+    async def read(op: int, start: int, end: int) -> list:
+        return await read_range(cfg.bootstrap_list, cfg.els_out_topic, op, start, end, faust_client_kwargs(app))
+
+    return OutboxPositions(table, earliest, seek, read)
+
+
 def register(app, cfg: Config, out_topic, producer, make_table, health: Health) -> Sink:
     """Add the sink agent, its flush timer and its table to the Faust app."""
     table = make_table("sink", TABLE_HELP)
@@ -193,24 +210,20 @@ def register(app, cfg: Config, out_topic, producer, make_table, health: Health) 
     if client.dry_run:
         log.warning("DD_API_KEY is not set: nothing goes to Datadog; the requests are written to %s, "
                     "this run's lines with \"run\": \"%s\"", cfg.els_dry_run_file, client.run_id)
-    async def earliest(op: int) -> int:
-        tp = TP(cfg.els_out_topic, op)
-        return (await app.consumer.earliest_offsets(tp)).get(tp, 0) or 0
-
-    async def seek(op: int, offset: int) -> None:
-        await app.consumer.seek_wait({TP(cfg.els_out_topic, op): offset})  # on the consumer's thread (worker.py)
-
-    positions = OutboxPositions(table, earliest, seek)
+    positions = _outbox_positions(app, cfg, table)
     agent = SinkAgent(cfg, sink, producer, table, health, positions)
 
     @app.agent(out_topic)
     async def deliver(stream):
         async for event in stream.noack().events():
-            if not await positions.admit(event.message):
-                event.ack()  # delivered already, or after a gap being sought back: it comes again
-                continue
             try:
-                agent.buffer.add(event, event.message.partition, orjson.loads(event.message.value), time.monotonic())
+                kept = await positions.admit(event.message)
+                if not kept:
+                    event.ack()  # delivered already, or after a gap being sought back: it comes again
+                    continue
+                for message in kept:
+                    held = event if message is event.message else ReadEvent(message)
+                    agent.buffer.add(held, message.partition, orjson.loads(message.value), time.monotonic())
             except Exception as exc:  # Faust restarts the agent; a record it cannot read would do this every time
                 health.failed(Loop.SINK, exc)
                 raise

@@ -5,13 +5,14 @@ suspended), on a noack stream too, and commits them while it waits for the strea
 that outbox partition then starts after partials the sink never merged, and the windows they carried stay short
 in Datadog for good. So the sink keeps its position as the processor does for the raw topic
 (processor/state/positions.py): written in the `sink` table with the merged windows of every full flush, re-read
-after each assignment; a record before it was delivered already and is dropped, a gap after it is sought back.
-Before the first full flush of a partition, where Faust starts is taken as the start.
+after each assignment; a record before it was delivered already and is dropped, the records of a gap after it are
+read on their own and merged first. Before the first full flush of a partition, where Faust starts is the start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import SimpleNamespace
 
 from processor.state.positions import Positions
 
@@ -31,10 +32,11 @@ class OutboxPositions:
     """Admits outbox records in offset order from the sink's position, and says what a full flush writes."""
 
     def __init__(self, table: Mapping, earliest: Callable[[int], Awaitable[int]],
-                 seek: Callable[[int, int], Awaitable[None]]):
+                 seek: Callable[[int, int], Awaitable[None]],
+                 read: Callable[[int, int, int], Awaitable[list]] | None = None):
         self.table = table
         self._first: dict[int, int] = {}  # outbox partition -> the first offset handed over since the assignment
-        self.positions = Positions(self._delivered, earliest, seek, start=self._first_seen, name="outbox")
+        self.positions = Positions(self._delivered, earliest, seek, start=self._first_seen, name="outbox", read=read)
 
     def _delivered(self, op: int) -> int:
         stored = self.table.get(position_key(op))
@@ -43,14 +45,16 @@ class OutboxPositions:
     async def _first_seen(self, op: int) -> int:
         return self._first[op]
 
-    async def admit(self, message) -> bool:
-        """True when the record (a Faust message: partition, offset) is the next one to merge."""
+    async def admit(self, message) -> list:
+        """What to merge now, in offset order: the records of a gap before `message` (read on their own:
+        partition, offset, value), then `message` itself (a Faust message); [] when it was delivered already or
+        is being sought back (it comes again)."""
         op = message.partition
         self._first.setdefault(op, message.offset)
-        if await self.positions.in_order(op, [message]):
-            self.positions.processed(op, message.offset)
-            return True
-        return False
+        kept = await self.positions.in_order(op, [message])
+        if kept:
+            self.positions.processed(op, kept[-1].offset)
+        return kept
 
     def forget(self) -> None:
         """After any assignment change: positions are re-read from the table."""
@@ -65,3 +69,14 @@ class OutboxPositions:
             if m.offset > last.get(m.partition, -1):
                 last[m.partition] = m.offset
         return {op: {position_key(op): {"group": POSITION, "op": op, "next": off + 1}} for op, off in last.items()}
+
+
+class ReadEvent:
+    """An outbox record read on its own (a gap), held like Faust's events: its ack is our position's business."""
+
+    def __init__(self, record):
+        self.message = SimpleNamespace(partition=record.partition, offset=record.offset, value=record.value)
+        self.value = record.value
+
+    def ack(self) -> None:
+        """Nothing to tell Faust: it never handed this record over."""

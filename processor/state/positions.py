@@ -4,10 +4,11 @@ Faust acks (and may commit) records it skips while a rebalance or recovery is un
 records before earlier ones after a restart, and commits offsets the worker processed but has not flushed yet
 (processor/state/transaction.py). So the position that counts is our own: the next offset after the last one
 applied, in memory while a transaction is open, else the position in the state (the raw partition's clock
-record, the sink's outbox position). Records before it were applied already; a gap after it means records were
-skipped: seek back to it and drop the rest of the batch (they come again; records fetched before the seek may
-still arrive first, and are dropped and sought back the same way). A gap is accepted only when the log no longer
-starts before it (retention deleted the records), loudly; never because it lasted.
+record, the sink's outbox position). Records before it were applied already. A gap after it means records were
+skipped: they are read with a consumer of their own (common/range_reader.py) and applied first. Seeking Faust's
+consumer back did not get them under load: its fetch loop drops records below the last offset it handed over.
+Records the log no longer holds (retention) are a hole: logged, and processing continues after it. A gap wider
+than GAP_READ_MAX is sought back instead (the records come again through Faust), so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from processor.engine.records import Record
 
 log = logging.getLogger("els.processor")
 
-HOLE_CHECK_SECONDS = 5.0  # a gap this old makes us ask where the log starts now (at most this often)
+HOLE_CHECK_SECONDS = 5.0  # a gap sought back this long makes us ask where the log starts now (at most this often)
+GAP_READ_MAX = 20_000     # records read at once to fill a gap; a wider one is sought back
 
 
 @dataclass(slots=True)
 class PositionStats:
     already_applied: int = 0
     gap_seeks: int = 0
+    gap_reads: int = 0
 
 
 class Positions:
@@ -35,12 +38,14 @@ class Positions:
 
     def __init__(self, applied: Callable[[int], int], earliest: Callable[[int], Awaitable[int]],
                  seek: Callable[[int, int], Awaitable[None]], hole_check_s: float = HOLE_CHECK_SECONDS,
-                 stats=None, start: Callable[[int], Awaitable[int]] | None = None, name: str = "raw"):
+                 stats=None, start: Callable[[int], Awaitable[int]] | None = None, name: str = "raw",
+                 read: Callable[[int, int, int], Awaitable[list]] | None = None):
         self.name = name             # the topic's role, in log lines
         self._applied = applied      # p -> last offset applied (-1: none), from the state
         self._earliest = earliest    # p -> the log's first offset now
         self._start_unknown = start or earliest  # p -> where to start when nothing was applied yet
         self._seek = seek            # (p, offset) -> seek the consumer there
+        self._read = read            # (p, start, end) -> the records start..end-1 the log holds (None: seek)
         self._hole_check_s = hole_check_s
         self._expected: dict[int, int] = {}
         self._seeked: dict[int, tuple[int, float]] = {}  # p -> (offset sought, when the log start was last asked)
@@ -77,16 +82,21 @@ class Positions:
         exp = await self._start(p)
         if all(r.offset == exp + i for i, r in enumerate(records)):
             return records  # the usual case: the next records, in order, without gaps
-        keep: list[Record] = []
+        keep: list = []
         for r in sorted(records, key=lambda r: r.offset):
+            if r.offset < exp:
+                self.stats.already_applied += 1
+                continue
+            if r.offset > exp and self._read is not None and r.offset - exp <= GAP_READ_MAX:
+                keep += await self._fill(p, exp, r.offset)
+                exp = r.offset
             if r.offset > exp and (start := await self._gone_until(p, exp)) is not None:
                 log.error("%s records %s..%s of partition %s are gone from the topic (retention?); continuing from "
                           "%s", self.name, exp, start - 1, p, start, extra={"partition": p})
                 self._seeked.pop(p, None)
                 exp = self._expected[p] = start
-            if r.offset < exp:
-                self.stats.already_applied += 1
-                continue
+                if r.offset < exp:
+                    continue
             if r.offset == exp:
                 keep.append(r)
                 exp = r.offset + 1
@@ -100,3 +110,15 @@ class Positions:
             await self._seek(p, exp)
             break
         return keep
+
+    async def _fill(self, p: int, exp: int, until: int) -> list:
+        """The records exp..until-1, read on their own; a hole where retention deleted some is logged."""
+        got = await self._read(p, exp, until)
+        self.stats.gap_reads += 1
+        log.info("%s records %s..%s of partition %s were skipped by the consumer; read them on their own",
+                 self.name, exp, until - 1, p, extra={"partition": p, "from": exp, "to": until - 1})
+        first = got[0].offset if got else until
+        if first > exp:
+            log.error("%s records %s..%s of partition %s are gone from the topic (retention?); continuing from %s",
+                      self.name, exp, first - 1, p, first, extra={"partition": p})
+        return got

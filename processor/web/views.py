@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from processor.pipeline import Pipeline
     from processor.sink.sink import Sink
 
-WORKER_STATS = ("records", "batches", "deadletters", "gap_seeks")
+WORKER_STATS = ("records", "batches", "deadletters", "gap_seeks", "gap_reads")
 
 
 @dataclass(frozen=True)

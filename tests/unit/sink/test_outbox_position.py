@@ -1,5 +1,6 @@
 """The sink's own outbox position (processor/sink/position.py): what a full flush delivered is never merged
-twice, and records Faust skipped (acked during a rebalance, never handed to the sink) are sought back, not lost."""
+twice, and records Faust skipped (acked during a rebalance, never handed to the sink) are read on their own (or
+sought back without a reader), not lost."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ async def test_after_a_rebalance_delivered_records_are_dropped_and_a_gap_is_soug
     # Faust acked and committed 10 and 11 while it skipped them in the rebalance: the consumer starts at 12
     assert not await agent.positions.admit(Event(1, 12).message)
     assert consumer.seeks == [(1, 10)]
-    assert [await agent.positions.admit(Event(1, off).message) for off in (10, 11, 12)] == [True, True, True]
+    assert [len(await agent.positions.admit(Event(1, off).message)) for off in (10, 11, 12)] == [1, 1, 1]
 
 
 async def test_the_sink_sends_values_of_skipped_records_once_sought_back():
@@ -75,3 +76,30 @@ async def test_the_sink_sends_values_of_skipped_records_once_sought_back():
     await agent.flush()
     assert events_values_sent(agent.sink.client) == [11]  # 5 + 6: both partials merged
     assert agent.table[position_key(0)]["next"] == 7
+
+
+async def test_a_gap_is_read_on_its_own_and_merged_before_the_record_after_it():
+    consumer = Consumer()
+    log = {5: partial(5, 5, 5, WS_A), 6: partial(6, 6, 6, WS_A)}
+
+    async def read(op, start, end):
+        import orjson
+
+        return [SimpleNamespace(partition=op, offset=o, value=orjson.dumps(log[o])) for o in range(start, end)]
+
+    sink, _ = make_sink(ScriptedClient())
+    agent = SinkAgent(Config.from_env({}), sink, TableWriter(), sink.table,
+                      positions=OutboxPositions(sink.table, consumer.earliest, consumer.seek, read))
+    agent.table[position_key(0)] = {"group": "position", "op": 0, "next": 5}
+    event = Event(0, 7)
+    kept = await agent.positions.admit(event.message)
+    assert [m.offset for m in kept] == [5, 6, 7] and consumer.seeks == []
+    import orjson
+
+    from processor.sink.position import ReadEvent
+    for m in kept:
+        held = event if m is event.message else ReadEvent(m)
+        agent.buffer.add(held, 0, orjson.loads(m.value) if m is not event.message else partial(7, 7, 7, WS_A), 1.0)
+    await agent.flush()
+    assert events_values_sent(agent.sink.client) == [18]  # the shares of processor partitions 5, 6 and 7
+    assert agent.table[position_key(0)]["next"] == 8 and event.acked

@@ -89,3 +89,25 @@ async def test_forget_rereads_the_position():
     pos.processed(0, 20)
     pos.forget()
     assert [r.offset for r in await pos.in_order(0, recs(5))] == [5]
+
+
+async def test_a_gap_is_read_on_its_own_and_applied_first():
+    c = Consumer(applied=4)
+
+    async def read(p, start, end):
+        return recs(*range(start, end))
+
+    pos = Positions(lambda p: c.applied, c.positions().__dict__["_earliest"], lambda p, o: None, read=read)
+    got = await pos.in_order(0, recs(8, 9))
+    assert [r.offset for r in got] == [5, 6, 7, 8, 9] and pos.stats.gap_reads == 1
+
+
+async def test_records_retention_deleted_in_a_gap_are_a_hole_continued_after(caplog):
+    c = Consumer(applied=4)
+
+    async def read(p, start, end):
+        return recs(*range(7, end))  # 5 and 6 are gone
+
+    pos = Positions(lambda p: c.applied, c.positions().__dict__["_earliest"], lambda p, o: None, read=read)
+    got = await pos.in_order(0, recs(9))
+    assert [r.offset for r in got] == [7, 8, 9] and "records 5..6 of partition 0 are gone" in caplog.text
