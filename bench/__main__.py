@@ -34,6 +34,11 @@ PARTITIONS = 8
 # processor_ingest follows the worker this long after its last record: the ticks that close the backlog's chains
 # (ELS_FLUSH_SECONDS apart, chains quiet for ELS_CHAIN_QUIET_SECONDS) are done within ~25 s (bench/timeline.py)
 CLOSEOUT_SECONDS = 30.0
+# with a local intake (bench/intake.py), the close-out ends at the last request Datadog took: one this long without
+# any (more than a flush interval, ELS_FLUSH_SECONDS=10) ends the wait, at most CLOSEOUT_MAX_SECONDS after the last
+# record
+CLOSEOUT_QUIET_SECONDS = 12.0
+CLOSEOUT_MAX_SECONDS = 90.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,10 +61,11 @@ async def preload(bootstrap: str, topic: str, events: list[dict]) -> None:
 
 
 async def run_worker(cmd: list[str], env: dict, n: int, label: str, port: int | None = None,
-                     cwd: Path = ROOT, closeout_s: float = 0) -> dict:
+                     cwd: Path = ROOT, closeout_s: float = 0, intake=None) -> dict:
     """Start a worker, wait until its /els/stats/ says it processed n records; rate from the first record, its
     peak RSS (VmHWM) and its last /els/stats/. With closeout_s, also its peak RSS that much later
-    (`rss_closeout_mb`): the ticks after a backlog close its chains, and that burst is part of meeting it."""
+    (`rss_closeout_mb`): the ticks after a backlog close its chains, and that burst is part of meeting it.
+    With an intake (bench/intake.py, the worker's DD_URL), also the close-out as Datadog sees it (closeout())."""
     port = port or free_port()
     proc, log = spawn(cmd, {**env, "ELS_WEB_PORT": str(port)}, label, cwd)
     first = None
@@ -75,16 +81,70 @@ async def run_worker(cmd: list[str], env: dict, n: int, label: str, port: int | 
                 if done and first is None:
                     first = (time.monotonic(), done)
                 if done >= n:
-                    elapsed = time.monotonic() - first[0]
+                    t_n, t_n_wall = time.monotonic(), time.time()
+                    elapsed = t_n - first[0]
                     rss = status_kb(proc.pid, "VmHWM")
                     print(label, "stats:", stats, file=sys.stderr)
-                    await asyncio.sleep(closeout_s)
-                    return {"events_per_s": (done - first[1]) / elapsed if elapsed > 0 else float("inf"),
-                            "seconds": elapsed, "rss_mb": rss / 1024, "stats": stats,
-                            "rss_closeout_mb": status_kb(proc.pid, "VmHWM") / 1024}
+                    out = {"events_per_s": (done - first[1]) / elapsed if elapsed > 0 else float("inf"),
+                           "seconds": elapsed, "rss_mb": rss / 1024, "stats": stats}
+                    if intake is not None:
+                        out.update(await closeout(s, port, intake, t_n, t_n_wall, stats))
+                        (ROOT / "var" / f"bench-{label}-requests.json").write_text(json.dumps(
+                            [[round(r.at - t_n, 2), r.path, r.status, r.items, r.sent_bytes]
+                             for r in intake.requests]))
+                    await asyncio.sleep(max(0.0, closeout_s - (time.monotonic() - t_n)))
+                    out["rss_closeout_mb"] = status_kb(proc.pid, "VmHWM") / 1024
+                    return out
         raise TimeoutError(label)
     finally:
         stop(proc, log)
+
+
+STEADY_ITEMS = 20  # once caught up, the worker sends its pipeline gauges (~9 series) once a flush interval
+
+
+def closeout_end(intake, t_n: float) -> float:
+    """When the close-out ended: the last request taken after t_n that is part of it, i.e. not the steady state's
+    small periodic one (a request of more than STEADY_ITEMS items, or one less than 2 s after the previous)."""
+    end = prev = t_n
+    for r in sorted((r for r in intake.requests if r.at >= t_n and 200 <= r.status < 300), key=lambda r: r.at):
+        if r.items > STEADY_ITEMS or r.at - prev < 2.0:
+            end = r.at
+        prev = r.at
+    return end
+
+
+async def closeout(session, port: int, intake, t_n: float, t_n_wall: float, before: dict) -> dict:
+    """After the last record (at t_n): wait until the close-out's requests ended CLOSEOUT_QUIET_SECONDS ago
+    (closeout_end); the close-out is the time from the last record to the last of them. Also: the requests and bytes
+    sent from the worker's start and during the close-out, the sink's microseconds per series and per log
+    (build + serialise, no gzip, no HTTP: the worker's sink_t_encode_*_us over sink_encoded_*), and the longest
+    event-loop stall during the close-out (the worker's loop probe, ELS_LOOP_PROBE)."""
+    while True:
+        await asyncio.sleep(0.5)
+        now = time.monotonic()
+        end = closeout_end(intake, t_n)
+        if now - end >= CLOSEOUT_QUIET_SECONDS or now - t_n >= CLOSEOUT_MAX_SECONDS:
+            break
+    stats = await worker_stats(session, port)
+    during, total = intake.since(t_n), intake.since(0)
+    end = closeout_end(intake, t_n)
+    end_wall = t_n_wall + (end - t_n)
+    stalls = [ms for at, ms in stats.get("sink_loop_stalls", []) if t_n_wall * 1000 - 500 <= at <= end_wall * 1000 + 500]
+
+    def us(kind: str) -> float | None:
+        n = stats.get(f"sink_encoded_{kind}")
+        return round(stats.get(f"sink_t_encode_{kind}_us", 0) / n, 2) if n else None
+
+    return {"closeout_s": round(end - t_n, 2), "closeout_requests": during["requests"],
+            "closeout_bytes": during["bytes_sent"], "closeout_series": during["series"], "closeout_logs": during["logs"],
+            "requests": total["requests"], "bytes_sent": total["bytes_sent"], "json_bytes": total["json_bytes"],
+            "series_sent": total["series"], "logs_sent": total["logs"],
+            "sink_us_per_series": us("series"), "sink_us_per_log": us("logs"),
+            "loop_stall_closeout_ms": max(stalls, default=0.0) if "sink_loop_stalls" in stats else None,
+            "loop_stall_max_ms": stats.get("sink_loop_lag_max_ms"),
+            "loop_stall_before_closeout_ms": before.get("sink_loop_lag_max_ms"),
+            "stats_after": stats}
 
 
 def engine_us(stats: dict) -> tuple[float | None, str]:
@@ -111,8 +171,22 @@ def worker_env(bootstrap: str, topic: str) -> dict:
 
 async def faust_min_vs_processor(bootstrap: str, topic: str, n: int, suffix: str = "", closeout_s: float = 0) -> dict:
     """The minimal Faust agent, then `els process` (or each BENCH_PROCESSORS variant: bench/variants.py), each
-    reading the topic's n records to the end; BENCH_REPEAT rounds, interleaved, and the medians."""
+    reading the topic's n records to the end; BENCH_REPEAT rounds, interleaved, and the medians. The sink delivers
+    to a local intake (bench/intake.py) answering like Datadog's, unless BENCH_DRY_RUN=1 (or a variant sets
+    DD_API_KEY= : the dry run, as an A/B)."""
+    from bench.intake import Intake
+
+    async with Intake(api_key="bench-key") as intake:
+        return await _faust_min_vs_processor(bootstrap, topic, n, suffix, closeout_s, intake)
+
+
+async def _faust_min_vs_processor(bootstrap: str, topic: str, n: int, suffix: str, closeout_s: float,
+                                  intake) -> dict:
     env = worker_env(bootstrap, topic)
+    if os.environ.get("BENCH_DRY_RUN", "") not in ("", "0"):
+        intake = None
+    else:
+        env.update({"DD_API_KEY": "bench-key", "DD_URL": intake.url, "ELS_LOOP_PROBE": "1"})
     mins, runs = [], {v.name: [] for v in variants()}
     for i in range(repeats()):  # interleaved, so drift on a shared machine hits every variant alike
         mins.append(await run_worker([sys.executable, "-m", "faust", "-A", "bench.baseline_faust", "worker", "-l",
@@ -123,8 +197,15 @@ async def faust_min_vs_processor(bootstrap: str, topic: str, n: int, suffix: str
             await ensure_topics(bootstrap, [f"{topic}-out-{run}", f"{topic}-dl-{run}"], PARTITIONS)
             venv = {**env, **v.environ(), "ELS_APP_ID": f"bench-{run}-{topic}", "ELS_OUT_TOPIC": f"{topic}-out-{run}",
                     "ELS_DEADLETTER_TOPIC": f"{topic}-dl-{run}"}
+            if intake is not None:
+                intake.reset()
+            delivering = intake if intake is not None and venv.get("DD_API_KEY") else None
             runs[v.name].append(await run_worker(v.command(port), venv, n, v.name + suffix, port,
-                                                 Path(v.cwd) if v.cwd else ROOT, closeout_s))
+                                                 Path(v.cwd) if v.cwd else ROOT, closeout_s, delivering))
+            if delivering is not None:
+                r = runs[v.name][-1]
+                print(v.name + suffix, "close-out:", {k: v_ for k, v_ in r.items() if k != "stats_after"
+                                                      and k != "stats"}, file=sys.stderr)
     faust_min = _median(mins, "events_per_s")
     proc = _median(next(iter(runs.values())), "events_per_s")
     us, source = engine_us(proc["stats"])
@@ -136,6 +217,7 @@ async def faust_min_vs_processor(bootstrap: str, topic: str, n: int, suffix: str
            "engine_us_per_event": us, "engine_us_source": source}
     if closeout_s:
         out["processor_peak_rss_closeout_mb"] = round(proc["rss_closeout_mb"], 1)
+    out.update({k: proc[k] for k in CLOSEOUT_FIGURES if k in proc})
     if len(runs) > 1 or repeats() > 1:
         out.update(_variant_figures(runs, mins))
         out["ratio_vs_faust_min"] = out[f"{next(iter(runs))}_ratio_vs_faust_min"]
@@ -158,7 +240,18 @@ def _variant_figures(runs: dict[str, list[dict]], mins: list[dict]) -> dict:
         out[f"{name}_peak_rss_mb"] = round(_median(rs, "rss_mb")["rss_mb"], 1)
         out[f"{name}_peak_rss_closeout_mb"] = round(_median(rs, "rss_closeout_mb")["rss_closeout_mb"], 1)
         out[f"{name}_engine_us_per_event"] = engine_us(_median(rs, "events_per_s")["stats"])[0]
+        for k in CLOSEOUT_FIGURES:  # each the median over the rounds
+            vals = [r[k] for r in rs if r.get(k) is not None]
+            if vals:
+                out[f"{name}_{k}"] = sorted(vals)[len(vals) // 2]
+                out[f"{name}_{k}_per_round"] = vals
     return out
+
+
+# what run_worker reports of the close-out when the sink delivers to the local intake (closeout())
+CLOSEOUT_FIGURES = ("closeout_s", "loop_stall_closeout_ms", "loop_stall_max_ms", "sink_us_per_series",
+                    "sink_us_per_log", "requests", "bytes_sent", "series_sent", "logs_sent", "closeout_requests",
+                    "closeout_bytes")
 
 
 async def plain_consumer(bootstrap: str, topic: str, n: int) -> dict:

@@ -61,7 +61,7 @@ async def memory_bench(bootstrap: str, rate: int = 400, seconds: float = 12.0) -
         env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELS_PARTITIONS": str(PARTITIONS), "ELS_RAW_TOPIC": topic,
                "ELS_OUT_TOPIC": topic + "-out", "ELS_DEADLETTER_TOPIC": topic + "-dl", "ELS_APP_ID": topic,
                "ELS_REBALANCE_TIMEOUT_SECONDS": "3", "ELS_SESSION_TIMEOUT_SECONDS": "6", "ELS_DATA_DIR": "var/faust-bench", "ELS_LOG_LEVEL": "WARNING",
-               "DD_API_KEY": "bench-key", "DD_URL": dd.url, "ELS_WEB_PORT": str(port),
+               "DD_API_KEY": "bench-key", "DD_URL": dd.url, "ELS_WEB_PORT": str(port), "ELS_LOOP_PROBE": "1",
                **{k: str(v) for k, v in SETTINGS.items()}}
         await ensure_topics(bootstrap, [topic, topic + "-out", topic + "-dl"], PARTITIONS)
         log = open(ROOT / "var" / "bench-memory.log", "wb")  # noqa: SIM115
@@ -98,6 +98,7 @@ async def memory_bench(bootstrap: str, rate: int = 400, seconds: float = 12.0) -
                 out[f"rss_growth_per_entry_{label}_kb"] = round(
                     (status_kb(proc.pid, "VmRSS") - idle_kb) / max(entries, 1), 1)
             out["rss_peak_mb"] = round(status_kb(proc.pid, "VmHWM") / 1024, 1)
+            out["loop_stall_max_ms"] = (await _stats(port)).get("sink_loop_lag_max_ms")  # ELS_LOOP_PROBE
             out["events_counted_in_datadog"] = dd.sum("okta.workflows.events")
             out["expected_events"] = sum(sim.expected.events.values())
         finally:

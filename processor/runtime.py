@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import ctypes.util
 import gc
 import os
+import time
 
 GC_THRESHOLDS = (50_000, 20, 100)
 
@@ -64,3 +66,45 @@ def release_free_memory() -> None:
     RSS 197 -> 188 MB; a call takes ~1 ms, once per flush (docs/benchmarks.md)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+LOOP_PROBE_ENV = "ELS_LOOP_PROBE"
+LOOP_PROBE_INTERVAL_S = 0.01
+LOOP_STALL_MS = 20        # stalls at least this long are kept, with when they ended
+LOOP_STALLS_KEPT = 200
+
+
+class LoopProbe:
+    """A loop-lag probe: a task that sleeps LOOP_PROBE_INTERVAL_S and measures how late it wakes up. Anything
+    that holds the event loop (rendering a close-out, encoding, a flush's state writes) shows as that lateness.
+    Writes into `stats` (the sink's counters, so /els/stats/ shows them as sink_loop_*): `loop_lag_max_ms`, the
+    longest since the start, and `loop_stalls`, the latest LOOP_STALLS_KEPT stalls of LOOP_STALL_MS or more as
+    [wall-clock ms when it ended, ms], so a bench can take the longest within a time range (the close-out)."""
+
+    def __init__(self, stats: dict):
+        self.stats = stats
+        self.task = None
+
+    def start(self) -> None:
+        if self.task is None:
+            self.stats["loop_lag_max_ms"] = 0
+            self.stats["loop_stalls"] = []
+            self.task = asyncio.get_running_loop().create_task(self.run())
+
+    async def run(self) -> None:
+        stats = self.stats
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(LOOP_PROBE_INTERVAL_S)
+            lag_ms = (time.perf_counter() - t - LOOP_PROBE_INTERVAL_S) * 1000
+            if lag_ms > stats["loop_lag_max_ms"]:
+                stats["loop_lag_max_ms"] = round(lag_ms, 1)
+            if lag_ms >= LOOP_STALL_MS:
+                stalls = stats["loop_stalls"]
+                stalls.append([int(time.time() * 1000), round(lag_ms, 1)])
+                del stalls[:-LOOP_STALLS_KEPT]
+
+
+def loop_probe(stats: dict) -> LoopProbe | None:
+    """A LoopProbe writing into `stats` when ELS_LOOP_PROBE is set (the bench sets it), else None."""
+    return LoopProbe(stats) if os.environ.get(LOOP_PROBE_ENV, "").strip() not in ("", "0") else None

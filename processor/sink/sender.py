@@ -20,14 +20,28 @@ from enum import StrEnum
 import orjson
 
 from common.deadletter import DeadLetterWriter
+from processor.runtime import loop_probe
 from processor.sink.client import Answer, DatadogClient
 from processor.sink.delivery import (
+    LOGS_MAX_ENTRIES,
+    LOGS_MAX_UNCOMPRESSED,
+    SERIES_MAX_COMPRESSED,
+    SERIES_MAX_UNCOMPRESSED,
     Action,
     decide,
     log_droppable,
-    log_requests,
     metric_point_droppable,
-    series_requests,
+)
+from processor.sink.encode import (
+    LOGS_OVERHEAD,
+    SERIES_OVERHEAD,
+    Batch,
+    compress,
+    encode,
+    halves,
+    logs_json,
+    series_json,
+    sized_ranges,
 )
 
 log = logging.getLogger("els.sink")
@@ -71,9 +85,12 @@ class Sender:
         self.stats: dict[str, int] = defaultdict(int)
         self._acks: list[asyncio.Future] = []
         self._auth_reported = 0.0
+        self.probe = loop_probe(self.stats)  # ELS_LOOP_PROBE: the longest event-loop stalls, in stats (bench)
 
     async def deliver(self, series: list[dict], logs: list[dict], now_s: float | None = None) -> Delivered:
         now_s = time.time() if now_s is None else now_s
+        if self.probe is not None:
+            self.probe.start()
         done = Delivered()
         self._acks = []  # a failed call's are stale: its items are delivered again
         sendable = []
@@ -92,9 +109,9 @@ class Sender:
                 await self._drop(item, f"not sent to Datadog: {why}")
             else:
                 items.append(item)
-        for batch in series_requests(sendable):
+        for batch in await self._series_batches(sendable):
             await self._send(self.client.post_series, batch, Kind.SERIES, done)
-        for batch in log_requests(items):
+        for batch in await self._log_batches(items):
             await self._send(self.client.post_logs, batch, Kind.LOGS, done)
         acks, self._acks = self._acks, []
         if acks:
@@ -102,6 +119,38 @@ class Sender:
         self.stats["dropped_points"] += done.points_dropped
         self.stats["dropped_logs"] += done.logs_dropped
         return done
+
+    async def _series_batches(self, series: list[dict]) -> list[Batch]:
+        """Series in request-sized batches, each with the gzip body it is sent as: at most 5 MB of JSON, and
+        halved until its body is at most 500 KB compressed (the bytes checked are the bytes sent)."""
+        encoded = await encode(series, self.stats, Kind.SERIES)
+        ranges = sized_ranges([len(e) for e in encoded], 10**9, SERIES_MAX_UNCOMPRESSED - 1024, SERIES_OVERHEAD)
+        pending = [Batch(series[lo:hi], encoded[lo:hi]) for lo, hi in reversed(ranges)]
+        out = []
+        while pending:
+            batch = pending.pop()
+            await self._compress(batch, Kind.SERIES)
+            if len(batch) > 1 and len(batch.gz) > SERIES_MAX_COMPRESSED:
+                first, second = batch.halves()
+                pending += [second, first]
+                continue
+            out.append(batch)
+        return out
+
+    async def _log_batches(self, items: list[dict]) -> list[Batch]:
+        """Log items in batches of at most 1,000 and 5 MB of JSON (compressed when sent)."""
+        encoded = await encode(items, self.stats, Kind.LOGS)
+        ranges = sized_ranges([len(e) for e in encoded], LOGS_MAX_ENTRIES, LOGS_MAX_UNCOMPRESSED - 1024,
+                              LOGS_OVERHEAD)
+        return [Batch(items[lo:hi], encoded[lo:hi]) for lo, hi in ranges]
+
+    async def _compress(self, batch: Batch, kind: Kind) -> None:
+        """The batch's body, joined from its items' JSON (timed with their encoding), then gzipped (a thread)."""
+        t = time.thread_time()
+        body = (series_json if kind is Kind.SERIES else logs_json)(batch.encoded)
+        self.stats[f"t_encode_{kind}_us"] += int((time.thread_time() - t) * 1e6)
+        self.stats["body_bytes"] += len(body)
+        batch.compressed(await compress(body))
 
     async def _drop(self, item: dict, reason: str) -> None:
         if self.deadletter_drops:
@@ -112,6 +161,8 @@ class Sender:
         pending = [batch]
         while pending:
             chunk = pending.pop()
+            if isinstance(chunk, Batch) and chunk.gz is None:
+                await self._compress(chunk, kind)
             answer, action = await self._until_answered(post, chunk, kind, done)
             if action is Action.DONE:
                 self.stats[f"{kind}_sent"] += len(chunk)
@@ -120,8 +171,8 @@ class Sender:
                 else:
                     done.logs_sent += len(chunk)
             elif action is Action.SPLIT:
-                mid = len(chunk) // 2
-                pending += [chunk[mid:], chunk[:mid]]
+                first, second = halves(chunk)
+                pending += [second, first]
             else:
                 await self._refused(chunk, kind, answer, done)
 
