@@ -350,12 +350,12 @@ def run_foreground(brokers: int, data_dir: str | None) -> int:
     except KeyboardInterrupt:
         kafka.stop()
         return 130
-    kept = f"data and logs in {kafka.dir}, kept" if data_dir else "data in a temporary folder, deleted when it stops"
-    print(f"els kafka: Apache Kafka {kafka.version}, {brokers} node{'s' if brokers > 1 else ''} (KRaft), on "
-          f"{kafka.bootstrap}; {kept}; logs in {kafka.dir}/node-*/server.log. Ctrl-C stops it.\n"
-          f"export KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap}" + (" ELS_REPLICATION_FACTOR=3" if brokers >= 3 else ""),
-          flush=True)
     try:
+        kept = f"data and logs in {kafka.dir}, kept" if data_dir else "data in a temporary folder, deleted when it stops"
+        print(f"els kafka: Apache Kafka {kafka.version}, {brokers} node{'s' if brokers > 1 else ''} (KRaft), on "
+              f"{kafka.bootstrap}; {kept}; logs in {kafka.dir}/node-*/server.log. Ctrl-C stops it.\n"
+              f"export KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap}" + (" ELS_REPLICATION_FACTOR=3" if brokers >= 3 else ""),
+              flush=True)
         while all(n.running for n in kafka.nodes):
             time.sleep(0.5)
         gone = [n.node_id for n in kafka.nodes if not n.running]
@@ -364,4 +364,7 @@ def run_foreground(brokers: int, data_dir: str | None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        # a second Ctrl-C or SIGTERM while the nodes shut down does not turn a clean stop into a traceback
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         kafka.stop()

@@ -25,7 +25,7 @@ from ingest.app import WRITER
 from tests.e2e.test_datadog_e2e import PARTITIONS, env_for, post_all, wait_exact, workload
 from tests.e2e.test_ingest import TOKEN, Ingest
 from tests.helpers.fakedatadog import FakeDatadog
-from tests.helpers.kafka import read_topic
+from tests.helpers.kafka import events_only, read_topic
 from tests.helpers.paths import ARTIFACTS, ROOT
 from tests.helpers.workers import Worker
 
@@ -87,7 +87,7 @@ async def test_pipeline_exact_with_ingest_on_sasl_scram_and_the_worker_on_mutual
             await wait_exact(dd, sim, 180, [worker])
             raw = await read_topic(sasl["KAFKA_BOOTSTRAP_SERVERS"], topic_names["ELS_RAW_TOPIC"],
                                    expect=len(events), timeout=30, security=KafkaSecurity.from_env(sasl))
-            assert len([r for r in raw if "idempotency_key" in dict(r.headers)]) == len(events)
+            assert len(events_only(raw)) == len(events)
             out = worker.output()
             assert "Kafka producer started (idempotent=True)" in out, "the worker's producer is not idempotent on Apache Kafka"
             assert PASSWORD not in out
