@@ -37,7 +37,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # The tests that depend on the broker again, on Apache Kafka itself (els/apache_kafka.py: fetched once with Maven
-# into ~/.cache/els-kafka, run with Java 17+), plus the three-node cluster faults and SASL/mutual-TLS tests.
+# into ~/.cache/els-kafka, run with Java 17+), plus the three-node cluster faults and SASL/mutual-TLS tests; not
+# the tests whose faults are all on Datadog's side (marker datadog_side).
 test-kafka: $(STAMP)
 	ELS_TEST_BROKER=kafka $(BIN)/python -m pytest
 

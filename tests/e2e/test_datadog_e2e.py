@@ -162,7 +162,8 @@ async def test_end_to_end_values_in_datadog_are_exact(kafka_bootstrap, topic_nam
             worker.stop()
 
 
-@pytest.mark.parametrize("sigkill", [False, True], ids=["outage", "outage-and-sigkill"])
+@pytest.mark.parametrize("sigkill", [pytest.param(False, marks=pytest.mark.datadog_side), True],
+                         ids=["outage", "outage-and-sigkill"])
 async def test_datadog_outage_loses_nothing(kafka_bootstrap, topic_names, sigkill):
     sim, events = workload(seed=22, chains=300)
     async with FakeDatadog() as dd:

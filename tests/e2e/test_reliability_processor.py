@@ -108,6 +108,7 @@ async def _loses_nothing_while(dd: FakeDatadog, kafka_bootstrap, topic_names, se
     return latencies
 
 
+@pytest.mark.datadog_side
 async def test_slow_datadog_loses_nothing_and_ingest_stays_fast(kafka_bootstrap, topic_names):
     async with FakeDatadog() as dd:
         latencies = await _loses_nothing_while(
@@ -118,6 +119,7 @@ async def test_slow_datadog_loses_nothing_and_ingest_stays_fast(kafka_bootstrap,
         assert max(latencies) < 5, sorted(latencies)[-5:]
 
 
+@pytest.mark.datadog_side
 async def test_rate_limited_datadog_loses_nothing_and_ingest_stays_fast(kafka_bootstrap, topic_names):
     async def retries_counted(dd: FakeDatadog) -> None:
         """Every 429 was retried, and the sink says how often (through the outbox, by a later flush)."""
