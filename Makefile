@@ -33,8 +33,10 @@ install: $(STAMP)
 up: $(STAMP)
 	$(BIN)/els up
 
+# Two test processes: the end-to-end tests mostly wait (flushes, timeouts, the outages they stage), so two halve
+# the suite's time even on two cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # The tests that depend on the broker again, on Apache Kafka itself (els/apache_kafka.py: fetched once with Maven
 # into ~/.cache/els-kafka, run with Java 17+), plus the three-node cluster faults and SASL/mutual-TLS tests; not
