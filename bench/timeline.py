@@ -3,7 +3,8 @@
     python -m bench.timeline [--events N] [--after S] [NAME=VALUE ...]
 
 N events over 40 minutes of event time are POSTed through a running `els ingest` (bench/via_ingest.py), then one
-`els process` (with the NAME=VALUE settings added) reads them; every 0.5 s a line gives its RSS and peak (VmHWM)
+`els process` (with the NAME=VALUE settings added; its sink delivers to the local intake, bench/intake.py, as in
+`make bench`; DD_API_KEY= for the dry run) reads them; every 0.5 s a line gives its RSS and peak (VmHWM)
 beside its /els/stats/ counters (records, flushes, logs emitted and delivered, table sizes), until S seconds after
 it processed the N-th record: the ticks that follow a backlog close its chains, and that close-out is part of the
 peak.
@@ -20,15 +21,22 @@ import uuid
 import aiohttp
 
 from bench.__main__ import PARTITIONS, make_events, worker_env
+from bench.intake import Intake
 from bench.procs import bench_broker, spawn, status_kb, stop, worker_stats
 from bench.via_ingest import write_through_ingest
 from els.broker import free_port
 
-COUNTERS = ("records", "flushes", "logs", "sink_logs_sent", "sink_held", "table_chains", "table_windows",
-            "table_sink")
+COUNTERS = ("records", "flushes", "logs", "sink_series_sent", "sink_logs_sent", "sink_held", "table_chains",
+            "table_windows", "table_sink", "sink_loop_lag_max_ms")
 
 
 async def timeline(n: int, after_s: float, settings: dict[str, str]) -> None:
+    async with Intake(api_key="bench-key") as intake:
+        await _timeline(n, after_s, {"DD_API_KEY": "bench-key", "DD_URL": intake.url, "ELS_LOOP_PROBE": "1",
+                                     **settings})
+
+
+async def _timeline(n: int, after_s: float, settings: dict[str, str]) -> None:
     with bench_broker("bench-timeline-broker") as (bootstrap, _pid):
         _sim, events = make_events(n, seed=11, minutes=40, ago=41)
         topic = f"bench-timeline-{uuid.uuid4().hex[:6]}"

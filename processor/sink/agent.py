@@ -29,7 +29,7 @@ from processor.health import Health, Loop
 from processor.outbox import outbox_partition
 from processor.sink.buffer import Buffer
 from processor.sink.client import DatadogClient
-from processor.sink.merge import MergedWindow, SinkCounts, retries_key, window_key
+from processor.sink.merge import MergedWindow, SinkCounts, held_form, retries_key, window_key
 from processor.sink.position import OutboxPositions, ReadEvent
 from processor.sink.sink import Sink
 
@@ -115,7 +115,7 @@ class SinkAgent:
             logs += lg
         if series:
             touched.update(self._owed_windows(touched))
-        done = await sink.deliver(sink.render(touched.values(), now_ms) if series else [], logs)
+        done = await sink.deliver(sink.series(touched.values(), now_ms) if series else (), logs)
         by_op: dict[int, dict] = defaultdict(dict)
         for key, merged in touched.items():
             by_op[merged.op][key] = merged.to_dict()
@@ -223,7 +223,8 @@ def register(app, cfg: Config, out_topic, producer, make_table, health: Health) 
                     continue
                 for message in kept:
                     held = event if message is event.message else ReadEvent(message)
-                    agent.buffer.add(held, message.partition, orjson.loads(message.value), time.monotonic())
+                    agent.buffer.add(held, message.partition, held_form(orjson.loads(message.value)),
+                                     time.monotonic())
             except Exception as exc:  # Faust restarts the agent; a record it cannot read would do this every time
                 health.failed(Loop.SINK, exc)
                 raise

@@ -19,7 +19,6 @@ import orjson
 
 GZIP_LEVEL = 6            # what datadog-api-client's rest.py uses (zlib's default)
 THREAD_FROM_BYTES = 64 * 1024  # smaller bodies compress in well under a millisecond: not worth a thread hop
-YIELD_EVERY = 2000        # items encoded between two yields to the event loop
 SERIES_OPEN, SERIES_CLOSE = b'{"series":[', b"]}"
 SERIES_OVERHEAD = len(SERIES_OPEN) + len(SERIES_CLOSE)
 LOGS_OVERHEAD = 2
@@ -59,21 +58,13 @@ def encode_now(items: list[dict]) -> list[bytes]:
     return [dumps(item) for item in items]
 
 
-async def encode(items: list[dict], timing: dict | None = None, key: str = "") -> list[bytes]:
-    """Each item's JSON, yielding to the event loop every YIELD_EVERY items; adds the microseconds spent (CPU
-    time of this thread: the consumer thread taking the GIL meanwhile is not counted) and the items to
-    timing[f"t_encode_{key}_us"] / timing[f"encoded_{key}"] when given."""
-    out: list[bytes] = []
-    spent = 0.0
-    for i in range(0, len(items), YIELD_EVERY):
-        t = time.thread_time()
-        out += encode_now(items[i:i + YIELD_EVERY])
-        spent += time.thread_time() - t
-        if i + YIELD_EVERY < len(items):
-            await asyncio.sleep(0)
-    if timing is not None:
-        timing[f"t_encode_{key}_us"] += int(spent * 1e6)
-        timing[f"encoded_{key}"] += len(items)
+def encode_timed(items: list[dict], timing: dict, key: str) -> list[bytes]:
+    """Each item's JSON; adds the microseconds spent (CPU time of this thread: the consumer thread taking the GIL
+    meanwhile is not counted) and the items to timing[f"t_encode_{key}_us"] / timing[f"encoded_{key}"]."""
+    t = time.thread_time()
+    out = encode_now(items)
+    timing[f"t_encode_{key}_us"] += int((time.thread_time() - t) * 1e6)
+    timing[f"encoded_{key}"] += len(items)
     return out
 
 
@@ -97,17 +88,38 @@ async def compress(body: bytes) -> bytes:
     return await asyncio.to_thread(gzip_now, body)
 
 
-def sized_ranges(sizes: list[int], max_entries: int, max_bytes: int, overhead: int) -> list[tuple[int, int]]:
-    """[lo, hi) ranges of items whose body (overhead, the items' sizes, a comma between two) is at most
-    max_bytes and which hold at most max_entries items; an item alone over max_bytes gets a range of its own."""
-    out: list[tuple[int, int]] = []
-    lo, size = 0, overhead
-    for i, n in enumerate(sizes):
-        add = n + (1 if i > lo else 0)
-        if i > lo and (i - lo >= max_entries or size + add > max_bytes):
-            out.append((lo, i))
-            lo, size, add = i, overhead, n
-        size += add
-    if lo < len(sizes):
-        out.append((lo, len(sizes)))
-    return out
+class Batcher:
+    """Items and their JSON gathered into request-sized batches as they come, so a close-out's requests go out
+    while the rest is still being rendered: a batch is full at max_entries items, or when the next item would
+    take its body (overhead, the items, a comma between two) over max_bytes; an item alone over max_bytes is a
+    batch of its own."""
+
+    def __init__(self, max_entries: int, max_bytes: int, overhead: int):
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.overhead = overhead
+        self._items: list[dict] = []
+        self._encoded: list[bytes] = []
+        self._size = overhead
+
+    def add(self, items: list[dict], encoded: list[bytes]) -> list[Batch]:
+        """Take items (with their JSON); return the batches they filled."""
+        full = []
+        for item, data in zip(items, encoded):
+            add = len(data) + (1 if self._items else 0)
+            if self._items and (len(self._items) >= self.max_entries or self._size + add > self.max_bytes):
+                full.append(self._take())
+                add = len(data)
+            self._items.append(item)
+            self._encoded.append(data)
+            self._size += add
+        return full
+
+    def rest(self) -> list[Batch]:
+        """The batch still open, if any."""
+        return [self._take()] if self._items else []
+
+    def _take(self) -> Batch:
+        batch = Batch(self._items, self._encoded)
+        self._items, self._encoded, self._size = [], [], self.overhead
+        return batch

@@ -3,7 +3,7 @@ into what Datadog's logs intake takes: the pipeline's base tags (DD_TAGS, env, s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from common.config import Config
 from processor.core.bag import ENDED, OUTCOMES, STEPS_N, Bag
@@ -42,17 +42,18 @@ class Renderer:
         self.cfg = cfg
         self.base_tags = base_tags(cfg)
 
-    def series(self, windows: Iterable[MergedWindow], now_ms: int) -> list[dict]:
-        """Every window's series; an org month is stamped with the current window (Datadog drops old points)."""
+    def series(self, windows: Iterable[MergedWindow], now_ms: int) -> Iterator[dict]:
+        """Every window's series, window by window as they are taken (the sender takes them a slice at a time,
+        so a close-out's ~20,000 series are never all held); an org month is stamped with the current window
+        (Datadog drops old points)."""
         cfg = self.cfg
-        out: list[dict] = []
         for merged in windows:
             ws = window_start(now_ms, cfg.els_window_seconds * 1000) if merged.is_org else merged.ws
-            out += render_series(merged.group, ws, cfg.els_window_seconds, merged.bag(),
-                                 prefix=cfg.els_metric_prefix, base_tags=self.base_tags,
-                                 monthly_step_limit=cfg.els_monthly_step_limit,
-                                 monthly_event_limit=cfg.els_monthly_event_limit, month_ms=merged.ws, now_ms=now_ms)
-        return out
+            yield from render_series(merged.group, ws, cfg.els_window_seconds, merged.bag(),
+                                     prefix=cfg.els_metric_prefix, base_tags=self.base_tags,
+                                     monthly_step_limit=cfg.els_monthly_step_limit,
+                                     monthly_event_limit=cfg.els_monthly_event_limit, month_ms=merged.ws,
+                                     now_ms=now_ms)
 
     def log(self, item: dict) -> dict:
         """A log item with the service and the base tags (after the item's own ddtags)."""

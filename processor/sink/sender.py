@@ -13,7 +13,8 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from itertools import islice
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -36,12 +37,12 @@ from processor.sink.encode import (
     LOGS_OVERHEAD,
     SERIES_OVERHEAD,
     Batch,
+    Batcher,
     compress,
-    encode,
+    encode_timed,
     halves,
     logs_json,
     series_json,
-    sized_ranges,
 )
 
 log = logging.getLogger("els.sink")
@@ -71,6 +72,7 @@ class Delivered:
 
 
 Post = Callable[[list[dict]], Awaitable[Answer]]
+SLICE = 2000  # items rendered and encoded between two turns of the event loop
 
 
 class Sender:
@@ -87,31 +89,30 @@ class Sender:
         self._auth_reported = 0.0
         self.probe = loop_probe(self.stats)  # ELS_LOOP_PROBE: the longest event-loop stalls, in stats (bench)
 
-    async def deliver(self, series: list[dict], logs: list[dict], now_s: float | None = None) -> Delivered:
+    async def deliver(self, series: Iterable[dict], logs: Iterable[dict], now_s: float | None = None) -> Delivered:
+        """Send every series, then every log. Either may be lazy (the sink renders windows as they are taken):
+        they are taken SLICE items at a time, each slice encoded and its full requests sent before the next is
+        taken, so a close-out never holds all its series at once nor the event loop for all of them."""
         now_s = time.time() if now_s is None else now_s
         if self.probe is not None:
             self.probe.start()
         done = Delivered()
         self._acks = []  # a failed call's are stale: its items are delivered again
-        sendable = []
-        for s in series:
-            why = metric_point_droppable(s["points"][0]["timestamp"], now_s, self.historical)
-            if why:
-                done.points_dropped += 1
-                await self._drop(s, f"not sent to Datadog: point {why}")
-            else:
-                sendable.append(s)
-        items = []
-        for item in logs:
-            why = log_droppable(item.get("timestamp"), now_s)
-            if why:
-                done.logs_dropped += 1
-                await self._drop(item, f"not sent to Datadog: {why}")
-            else:
-                items.append(item)
-        for batch in await self._series_batches(sendable):
+        series_batches = Batcher(10**9, SERIES_MAX_UNCOMPRESSED - 1024, SERIES_OVERHEAD)
+        for chunk in _slices(series):
+            sendable = await self._sendable(chunk, now_s, done, Kind.SERIES)
+            for batch in series_batches.add(sendable, encode_timed(sendable, self.stats, Kind.SERIES)):
+                await self._send(self.client.post_series, batch, Kind.SERIES, done)
+            await asyncio.sleep(0)
+        for batch in series_batches.rest():
             await self._send(self.client.post_series, batch, Kind.SERIES, done)
-        for batch in await self._log_batches(items):
+        log_batches = Batcher(LOGS_MAX_ENTRIES, LOGS_MAX_UNCOMPRESSED - 1024, LOGS_OVERHEAD)
+        for chunk in _slices(logs):
+            sendable = await self._sendable(chunk, now_s, done, Kind.LOGS)
+            for batch in log_batches.add(sendable, encode_timed(sendable, self.stats, Kind.LOGS)):
+                await self._send(self.client.post_logs, batch, Kind.LOGS, done)
+            await asyncio.sleep(0)
+        for batch in log_batches.rest():
             await self._send(self.client.post_logs, batch, Kind.LOGS, done)
         acks, self._acks = self._acks, []
         if acks:
@@ -120,29 +121,24 @@ class Sender:
         self.stats["dropped_logs"] += done.logs_dropped
         return done
 
-    async def _series_batches(self, series: list[dict]) -> list[Batch]:
-        """Series in request-sized batches, each with the gzip body it is sent as: at most 5 MB of JSON, and
-        halved until its body is at most 500 KB compressed (the bytes checked are the bytes sent)."""
-        encoded = await encode(series, self.stats, Kind.SERIES)
-        ranges = sized_ranges([len(e) for e in encoded], 10**9, SERIES_MAX_UNCOMPRESSED - 1024, SERIES_OVERHEAD)
-        pending = [Batch(series[lo:hi], encoded[lo:hi]) for lo, hi in reversed(ranges)]
+    async def _sendable(self, items: list[dict], now_s: float, done: Delivered, kind: Kind) -> list[dict]:
+        """The items Datadog would keep; the others are dead-lettered (or only counted) and counted in `done`."""
         out = []
-        while pending:
-            batch = pending.pop()
-            await self._compress(batch, Kind.SERIES)
-            if len(batch) > 1 and len(batch.gz) > SERIES_MAX_COMPRESSED:
-                first, second = batch.halves()
-                pending += [second, first]
-                continue
-            out.append(batch)
+        for item in items:
+            if kind is Kind.SERIES:
+                why = metric_point_droppable(item["points"][0]["timestamp"], now_s, self.historical)
+                if why:
+                    done.points_dropped += 1
+                    await self._drop(item, f"not sent to Datadog: point {why}")
+                    continue
+            else:
+                why = log_droppable(item.get("timestamp"), now_s)
+                if why:
+                    done.logs_dropped += 1
+                    await self._drop(item, f"not sent to Datadog: {why}")
+                    continue
+            out.append(item)
         return out
-
-    async def _log_batches(self, items: list[dict]) -> list[Batch]:
-        """Log items in batches of at most 1,000 and 5 MB of JSON (compressed when sent)."""
-        encoded = await encode(items, self.stats, Kind.LOGS)
-        ranges = sized_ranges([len(e) for e in encoded], LOGS_MAX_ENTRIES, LOGS_MAX_UNCOMPRESSED - 1024,
-                              LOGS_OVERHEAD)
-        return [Batch(items[lo:hi], encoded[lo:hi]) for lo, hi in ranges]
 
     async def _compress(self, batch: Batch, kind: Kind) -> None:
         """The batch's body, joined from its items' JSON (timed with their encoding), then gzipped (a thread)."""
@@ -163,6 +159,10 @@ class Sender:
             chunk = pending.pop()
             if isinstance(chunk, Batch) and chunk.gz is None:
                 await self._compress(chunk, kind)
+                if kind is Kind.SERIES and len(chunk) > 1 and len(chunk.gz) > SERIES_MAX_COMPRESSED:
+                    first, second = chunk.halves()  # over the compressed limit: halved until it fits
+                    pending += [second, first]
+                    continue
             answer, action = await self._until_answered(post, chunk, kind, done)
             if action is Action.DONE:
                 self.stats[f"{kind}_sent"] += len(chunk)
@@ -210,3 +210,9 @@ class Sender:
         for item in chunk:
             self._acks.append(await self.deadletters.write(orjson.dumps(item), reason,
                                                            extra={"status": str(answer.status)}))
+
+
+def _slices(items: Iterable[dict]) -> Iterator[list[dict]]:
+    it = iter(items)
+    while chunk := list(islice(it, SLICE)):
+        yield chunk

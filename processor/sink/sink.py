@@ -8,7 +8,7 @@ holds the merged windows (merge.py); where it lives (a Faust table, a dict) and 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 
 from common.config import Config
 from common.deadletter import DeadLetterWriter
@@ -48,11 +48,16 @@ class Sink:
         return self.merge.take_closed(clock_ms)
 
     def render(self, windows: Iterable[MergedWindow], now_ms: int) -> list[dict]:
+        return list(self.renderer.series(windows, now_ms))
+
+    def series(self, windows: Iterable[MergedWindow], now_ms: int) -> Iterator[dict]:
+        """The windows' series, rendered as the sender takes them (deliver)."""
         return self.renderer.series(windows, now_ms)
 
-    async def deliver(self, series: list[dict], logs: list[dict], now_s: float | None = None) -> Delivered:
-        """Send (retrying until Datadog takes them) or dead-letter; returns what this call did."""
-        return await self.sender.deliver(series, [self.renderer.log(item) for item in logs], now_s)
+    async def deliver(self, series: Iterable[dict], logs: Iterable[dict], now_s: float | None = None) -> Delivered:
+        """Send (retrying until Datadog takes them) or dead-letter; returns what this call did. `series` may be
+        lazy (series()): it is rendered a slice at a time while earlier requests go out."""
+        return await self.sender.deliver(series, map(self.renderer.log, logs), now_s)
 
     def expired_keys(self, op: int, now_ms: int) -> list[str]:
         return self.merge.expired_keys(op, now_ms)

@@ -24,7 +24,7 @@ from processor.outbox import outbox_records
 from processor.sink import delivery
 from processor.sink.agent import SinkAgent
 from processor.sink.client import Answer, DatadogClient, series_model
-from processor.sink.encode import Batch, encode_now, logs_json, series_json, sized_ranges
+from processor.sink.encode import Batch, Batcher, encode_now, logs_json, series_json
 from processor.sink.sink import Sink
 from processor.state.transaction import apply_writes
 from tests.helpers.fakedatadog import FakeDatadog, validate_model
@@ -193,12 +193,27 @@ def test_a_refused_request_is_split_and_re_encoded():
 
 @pytest.mark.parametrize("sizes,max_entries,max_bytes", [
     ([10] * 7, 3, 1000), ([10] * 7, 100, 35), ([50, 1, 1], 100, 40), ([], 5, 5), ([5, 5, 5, 5], 100, 10**6)])
-def test_sized_ranges(sizes, max_entries, max_bytes):
-    ranges = sized_ranges(sizes, max_entries, max_bytes, overhead=2)
-    assert [i for lo, hi in ranges for i in range(lo, hi)] == list(range(len(sizes)))
-    for lo, hi in ranges:
-        assert hi - lo <= max_entries
-        assert hi - lo == 1 or 2 + sum(sizes[lo:hi]) + (hi - lo - 1) <= max_bytes
+@pytest.mark.parametrize("pieces", [1, 3])
+def test_batcher_fills_requests_in_order_within_the_limits(sizes, max_entries, max_bytes, pieces):
+    """However the items arrive (all at once, or in pieces as the sink renders them), every item is in one
+    batch, in order, and a batch holds the limits unless an item alone is over them."""
+    items = [{"i": i} for i in range(len(sizes))]
+    encoded = [b"x" * n for n in sizes]
+    batcher = Batcher(max_entries, max_bytes, overhead=2)
+    batches = []
+    step = max(1, -(-len(items) // pieces))
+    for lo in range(0, len(items), step):
+        batches += batcher.add(items[lo:lo + step], encoded[lo:lo + step])
+    batches += batcher.rest()
+    assert [x for b in batches for x in b] == items
+    for b in batches:
+        assert b.encoded == [encoded[x["i"]] for x in b]
+        assert len(b) <= max_entries
+        assert len(b) == 1 or 2 + sum(map(len, b.encoded)) + (len(b) - 1) <= max_bytes
+    # full batches are full: the next item would not have fitted
+    for b, after in zip(batches, batches[1:]):
+        n = len(encoded[after[0]["i"]])
+        assert len(b) == max_entries or 2 + sum(map(len, b.encoded)) + len(b) + n > max_bytes
 
 
 def test_the_client_posts_the_fast_bodies_through_the_api_classes_to_the_fake_intake(closeout):
