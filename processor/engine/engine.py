@@ -100,6 +100,11 @@ class Engine:
         return txn
 
     # -- the step -------------------------------------------------------------------------------------------
+    def prepare(self, p: int) -> None:
+        """Open the partition's transaction now, indexing the stores if needed: the worker does this on the event
+        loop's thread, the only one that writes the stores (standby recovery), and runs `process` in a thread."""
+        self._txn(p)
+
     def process(self, p: int, records: list[Record], live: Live | None = None) -> Outputs:
         """Apply one partition's records (in offset order); returns what to emit. The state stays in the open
         transaction until `flush`. `live`: the batch is processed as it arrives (engine/watch.py)."""
