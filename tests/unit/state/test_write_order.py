@@ -110,3 +110,23 @@ async def test_a_burst_goes_out_partition_by_partition():
     sends = [what for kind, what in kafka.log if kind == "send"]
     first_clock = sends.index("clock")
     assert "out" in sends[:first_clock] and "out" in sends[first_clock:]  # partition 0 done before 1's outputs
+
+
+async def test_a_batch_forgotten_while_the_engine_runs_emits_and_writes_nothing():
+    """The engine runs in its own thread; an assignment change meanwhile (forget) leaves its result stale: nothing of
+    the batch is emitted or written, and its records are applied again afterwards, once."""
+    a, kafka, chains, windows = applier()
+    process = a.engine.process
+
+    def slow(p, records, live=None):
+        out = process(p, records, live)
+        a.forget()  # as the rebalance callback would, on the event loop, while this thread ran
+        return out
+
+    a.engine.process = slow
+    batch = [message(0, 0, orjson.dumps(ev("FLOW_FAIL", T0 + 5, ex="r", error_type="E"))), tick(0, 1, T0 + 1000)]
+    await a.apply(batch)
+    assert kafka.log == [] and chains.data == {} and windows.data == {}
+    a.engine.process = process
+    await a.apply(batch)
+    assert ("send", "out") in kafka.log and "0|clock" in windows.data and a.stats.records == 2
