@@ -106,7 +106,7 @@ class Batcher:
     def add(self, items: list[dict], encoded: list[bytes]) -> list[Batch]:
         """Take items (with their JSON); return the batches they filled."""
         full = []
-        for item, data in zip(items, encoded):
+        for item, data in zip(items, encoded, strict=True):
             add = len(data) + (1 if self._items else 0)
             if self._items and (len(self._items) >= self.max_entries or self._size + add > self.max_bytes):
                 full.append(self._take())

@@ -14,9 +14,9 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from itertools import islice
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import islice
 
 import orjson
 
@@ -98,28 +98,28 @@ class Sender:
             self.probe.start()
         done = Delivered()
         self._acks = []  # a failed call's are stale: its items are delivered again
-        series_batches = Batcher(10**9, SERIES_MAX_UNCOMPRESSED - 1024, SERIES_OVERHEAD)
-        for chunk in _slices(series):
-            sendable = await self._sendable(chunk, now_s, done, Kind.SERIES)
-            for batch in series_batches.add(sendable, encode_timed(sendable, self.stats, Kind.SERIES)):
-                await self._send(self.client.post_series, batch, Kind.SERIES, done)
-            await asyncio.sleep(0)
-        for batch in series_batches.rest():
-            await self._send(self.client.post_series, batch, Kind.SERIES, done)
-        log_batches = Batcher(LOGS_MAX_ENTRIES, LOGS_MAX_UNCOMPRESSED - 1024, LOGS_OVERHEAD)
-        for chunk in _slices(logs):
-            sendable = await self._sendable(chunk, now_s, done, Kind.LOGS)
-            for batch in log_batches.add(sendable, encode_timed(sendable, self.stats, Kind.LOGS)):
-                await self._send(self.client.post_logs, batch, Kind.LOGS, done)
-            await asyncio.sleep(0)
-        for batch in log_batches.rest():
-            await self._send(self.client.post_logs, batch, Kind.LOGS, done)
+        await self._stream(series, Kind.SERIES, self.client.post_series, now_s, done,
+                           Batcher(10**9, SERIES_MAX_UNCOMPRESSED - 1024, SERIES_OVERHEAD))
+        await self._stream(logs, Kind.LOGS, self.client.post_logs, now_s, done,
+                           Batcher(LOGS_MAX_ENTRIES, LOGS_MAX_UNCOMPRESSED - 1024, LOGS_OVERHEAD))
         acks, self._acks = self._acks, []
         if acks:
             await asyncio.gather(*acks)
         self.stats["dropped_points"] += done.points_dropped
         self.stats["dropped_logs"] += done.logs_dropped
         return done
+
+    async def _stream(self, items: Iterable[dict], kind: Kind, post: Post, now_s: float, done: Delivered,
+                      batches: Batcher) -> None:
+        """Items a slice at a time: what Datadog would keep is encoded into `batches`, each full one sent at once;
+        the event loop gets a turn between two slices."""
+        for chunk in _slices(items):
+            sendable = await self._sendable(chunk, now_s, done, kind)
+            for batch in batches.add(sendable, encode_timed(sendable, self.stats, kind)):
+                await self._send(post, batch, kind, done)
+            await asyncio.sleep(0)
+        for batch in batches.rest():
+            await self._send(post, batch, kind, done)
 
     async def _sendable(self, items: list[dict], now_s: float, done: Delivered, kind: Kind) -> list[dict]:
         """The items Datadog would keep; the others are dead-lettered (or only counted) and counted in `done`."""

@@ -211,7 +211,7 @@ def test_batcher_fills_requests_in_order_within_the_limits(sizes, max_entries, m
         assert len(b) <= max_entries
         assert len(b) == 1 or 2 + sum(map(len, b.encoded)) + (len(b) - 1) <= max_bytes
     # full batches are full: the next item would not have fitted
-    for b, after in zip(batches, batches[1:]):
+    for b, after in zip(batches, batches[1:], strict=False):
         n = len(encoded[after[0]["i"]])
         assert len(b) == max_entries or 2 + sum(map(len, b.encoded)) + len(b) + n > max_bytes
 
