@@ -26,8 +26,8 @@ from bench.procs import bench_broker, spawn, status_kb, stop, worker_stats
 from bench.via_ingest import write_through_ingest
 from els.broker import free_port
 
-COUNTERS = ("records", "flushes", "partials", "logs", "sink_flushes", "sink_series_sent", "sink_logs_sent", "sink_held", "table_chains",
-            "table_windows", "table_sink", "sink_loop_lag_max_ms")
+COUNTERS = ("records", "flushes", "partials", "logs", "sink_flushes", "sink_series_sent", "sink_logs_sent",
+            "sink_held", "table_chains", "table_windows", "table_sink", "sink_loop_lag_max_ms")
 
 
 async def timeline(n: int, after_s: float, settings: dict[str, str], every_s: float = 0.5) -> None:

@@ -59,9 +59,14 @@ def held_form(value: dict) -> dict:
     Held decoded, the ~80 packed records of a backlog's tick burst were tens of MB of dicts in the worker's peak;
     as text a bag costs about a fifth (the one dump a Part makes anyway, made at once)."""
     for item in unpacked([value]):
-        if item.get("kind") == "partial" and not isinstance(item.get("bag"), str):
-            item["bag"] = orjson.dumps(item["bag"]).decode()
+        if item.get("kind") == "partial":
+            item["bag"] = bag_text(item["bag"])
     return value
+
+
+def bag_text(bag: dict | str) -> str:
+    """A partial's bag as the JSON text a Part keeps (Bag.to_dict() dumped; text already is)."""
+    return bag if isinstance(bag, str) else orjson.dumps(bag).decode()
 
 
 @dataclass(slots=True)
@@ -73,7 +78,7 @@ class Part:
 
     @classmethod
     def of(cls, seq: int, bag: dict | str) -> Part:
-        return cls(seq, bag if isinstance(bag, str) else orjson.dumps(bag).decode())
+        return cls(seq, bag_text(bag))
 
 
 @dataclass(slots=True)
