@@ -10,14 +10,19 @@ allows it, and a consumer that knows where each changelog truly ends. Installed 
   replica has. The embedded broker reports ends short (common/end_offsets.py): recovery then stopped before the
   newest state, and a rolling restart took workers down. The consumer here reports the true ends, so recovery
   reads everything and the check keeps its meaning: it trips only where a changelog really lost records.
+- Faust hands each fetched message to its streams under a `wait_first(callback, suspend_flow)`: four tasks and an
+  `asyncio.wait` per message (~37 µs here), so a rebalance can interrupt a delivery stuck on a full stream
+  buffer. The consumer here waits that way once per fetched batch while the flow runs (`BatchDrain`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from faust.transport import consumer as faust_consumer
 from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -52,12 +57,92 @@ class IdempotentProducer(faust_aiokafka.Producer):
 
 
 class TrueEndConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer, whose `highwaters` (the end offsets table recovery reads to) are the true ends."""
+    """Faust's aiokafka consumer, whose `highwaters` (the end offsets table recovery reads to) are the true ends,
+    and which hands fetched messages to the streams a batch at a time (`_drain_messages`)."""
+
+    async def _drain_messages(self, fetcher) -> None:
+        """Faust's fetch loop (faust.transport.consumer.Consumer._drain_messages, faust-streaming 0.15), with one
+        change: while the flow runs, a fetched batch is delivered under one `wait_first(..., suspend_flow)` rather
+        than one per message. A rebalance still interrupts a delivery at once, as Faust's does: its getmany stops
+        yielding when the flow stops, so the rest of the batch was never delivered there either. While the flow
+        is stopped, each message is waited for as Faust does. tests/unit/test_worker_consumer.py pins the Faust method
+        this copies, so an upgrade that changes it is noticed."""
+        drain = BatchDrain(self)
+        should_stop = (self._stopped.is_set, fetcher._stopped.is_set)
+        set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
+        try:
+            while not any(stop() for stop in should_stop):
+                set_flag(faust_consumer.CONSUMER_FETCHING)
+                batch = self.getmany(timeout=1.0)
+                await self.sleep(0)  # as Faust's: getmany may return at once, again and again
+                if not self.should_stop:
+                    if self.flow_active:
+                        await self.wait_first(drain.deliver(batch, drain.one), self.suspend_flow.wait())
+                    else:
+                        await drain.deliver(batch, drain.one_interruptible)
+                unset_flag(faust_consumer.CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(faust_consumer.CONSUMER_FETCHING)
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         reported = await super().highwaters(*partitions)
         bootstrap = faust_aiokafka.server_list(self.transport.url, self.transport.default_port)
         return await true_end_offsets(bootstrap, reported, faust_client_kwargs(self.app))
+
+
+class BatchDrain:
+    """Delivers one getmany's messages to Faust's streams (the consumer's callback) as Faust's fetch loop does: in
+    read order, dropping what was already read, noting gaps and committing every `commit_every` acks."""
+
+    YIELD_EVERY = 100  # messages between two turns of the event loop, as Faust's
+
+    def __init__(self, consumer: TrueEndConsumer) -> None:
+        self.consumer = consumer
+        self.callback = consumer.callback
+        self.acks_enabled_for = consumer.app.topics.acks_enabled_for
+        self.since_yield = 0
+
+    async def one(self, message) -> None:
+        await self.callback(message)
+
+    async def one_interruptible(self, message) -> None:
+        c = self.consumer
+        await c.wait_first(self.callback(message), c.suspend_flow.wait())
+
+    async def deliver(self, batch, deliver_one) -> None:
+        c = self.consumer
+        read_offset = c._read_offset
+        try:
+            async for tp, message in batch:
+                self.since_yield += 1
+                if self.since_yield > self.YIELD_EVERY:
+                    await asyncio.sleep(0)
+                    self.since_yield = 0
+                offset = message.offset
+                r_offset = read_offset[tp]
+                if r_offset is None or offset >= r_offset:
+                    if offset - (r_offset or 0) > 1 and r_offset and self.acks_enabled_for(message.topic):
+                        await c._add_gap(tp, r_offset + 1, offset)
+                    if c._commit_every is not None and c._n_acked >= c._commit_every:
+                        c._n_acked = 0
+                        await c.commit()
+                    await deliver_one(message)
+                    read_offset[tp] = offset
+        finally:
+            await batch.aclose()
 
 
 class Transport(faust_aiokafka.Transport):
