@@ -12,10 +12,9 @@ import math
 import os
 import time
 
-import orjson
-
 from processor.replay.summary import ReplayStats
-from processor.sink.delivery import METRIC_MAX_AGE_S, series_requests
+from processor.sink.delivery import METRIC_MAX_AGE_S
+from processor.sink.encode import series_bodies
 from processor.sink.merge import MergedWindow
 from processor.sink.sink import Sink
 
@@ -88,7 +87,7 @@ class Emitter:
     def _hold(self, series: list[dict]) -> None:
         os.makedirs(os.path.dirname(self.held_file) or ".", exist_ok=True)
         with open(self.held_file, "ab") as f:
-            for batch in series_requests(series):
-                f.write(orjson.dumps({"series": batch}) + b"\n")
+            for body in series_bodies(series):
+                f.write(body + b"\n")
                 self.stats.held_requests += 1
         self.stats.points_held += len(series)

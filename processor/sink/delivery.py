@@ -1,20 +1,18 @@
-"""Datadog delivery rules, pure: request limits, batching, the retry decision table, what Datadog would drop.
+"""Datadog delivery rules, pure: request limits, the retry decision table, what Datadog would drop. Requests are
+filled to these limits by processor/sink/encode.py.
 
 Kept apart from the I/O (processor/sink/client.py) so every rule is unit-tested without a server.
 Limits are Datadog's documented ones: metrics v2 `POST /api/v2/series` takes at most 500 KB compressed and
 5 MB uncompressed per request; logs `POST /api/v2/logs` at most 1,000 entries and 5 MB uncompressed per request
-(Datadog itself truncates a single log over 1 MB). Datadog drops metric points older than 1 hour or more than 10 minutes in the future, and logs
-older than 18 hours.
+(Datadog itself truncates a single log over 1 MB). Datadog drops metric points older than 1 hour or more than
+10 minutes in the future, and logs older than 18 hours.
 """
 
 from __future__ import annotations
 
-import gzip
 import random
 from dataclasses import dataclass
 from enum import StrEnum
-
-import orjson
 
 SERIES_MAX_COMPRESSED = 500 * 1000
 SERIES_MAX_UNCOMPRESSED = 5 * 1000 * 1000
@@ -27,63 +25,6 @@ LOG_MAX_AGE_S = 18 * 3600
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 60.0
 AUTH_RETRY_S = 60.0
-
-
-def gzip_body(obj) -> bytes:
-    return gzip.compress(orjson.dumps(obj), compresslevel=6)
-
-
-def gzip_bound(n: int) -> int:
-    """The most gzip can make of n bytes (deflate's stored blocks: 5 bytes per 16 KB at worst, plus gzip's 18
-    bytes of header and trailer; zlib's deflateBound is tighter): a body this small fits without compressing it."""
-    return n + (n >> 12) + 64
-
-
-def chunk_items(items: list, max_entries: int, max_bytes: int) -> list[list]:
-    """Split items so that each chunk has at most max_entries items and at most max_bytes of JSON."""
-    return [chunk for chunk, _size in _sized_chunks(items, max_entries, max_bytes)]
-
-
-def _sized_chunks(items: list, max_entries: int, max_bytes: int) -> list[tuple[list, int]]:
-    """chunk_items with each chunk's JSON size. The usual flush fits in one request: one dump of the whole list
-    tells so, instead of one per item."""
-    if len(items) <= max_entries:
-        size = len(orjson.dumps(items))
-        if size <= max_bytes:
-            return [(items, size)] if items else []
-    chunks: list[tuple[list, int]] = []
-    current: list = []
-    size = 2  # the brackets
-    for item in items:
-        n = len(orjson.dumps(item)) + 1
-        if current and (len(current) >= max_entries or size + n > max_bytes):
-            chunks.append((current, size))
-            current, size = [], 2
-        current.append(item)
-        size += n
-    if current:
-        chunks.append((current, size))
-    return chunks
-
-
-def series_requests(series: list[dict]) -> list[list[dict]]:
-    """Series grouped into request-sized batches (both the uncompressed and the compressed limit hold). Only a
-    batch whose JSON could exceed the compressed limit even as gzip's worst case is compressed to check."""
-    out = []
-    pending = _sized_chunks(series, 10**9, SERIES_MAX_UNCOMPRESSED - 1024)
-    while pending:
-        chunk, size = pending.pop()
-        if len(chunk) > 1 and gzip_bound(size + len('{"series":}')) > SERIES_MAX_COMPRESSED \
-                and len(gzip_body({"series": chunk})) > SERIES_MAX_COMPRESSED:
-            mid = len(chunk) // 2
-            pending += [(half, len(orjson.dumps(half))) for half in (chunk[:mid], chunk[mid:])]
-            continue
-        out.append(chunk)
-    return out
-
-
-def log_requests(logs: list[dict]) -> list[list[dict]]:
-    return chunk_items(logs, LOGS_MAX_ENTRIES, LOGS_MAX_UNCOMPRESSED - 1024)
 
 
 class Action(StrEnum):

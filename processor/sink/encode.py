@@ -13,9 +13,15 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from processor.jsonbytes import dumps
+from processor.sink.delivery import (
+    LOGS_MAX_ENTRIES,
+    LOGS_MAX_UNCOMPRESSED,
+    SERIES_MAX_COMPRESSED,
+    SERIES_MAX_UNCOMPRESSED,
+)
 
 GZIP_LEVEL = 6            # what datadog-api-client's rest.py uses (zlib's default)
 THREAD_FROM_BYTES = 64 * 1024  # smaller bodies compress in well under a millisecond: not worth a thread hop
@@ -124,3 +130,35 @@ class Batcher:
         batch = Batch(self._items, self._encoded)
         self._items, self._encoded, self._size = [], [], self.overhead
         return batch
+
+
+def series_batcher() -> Batcher:
+    """Series requests: no count limit, 5 MB of JSON (less a margin); the compressed limit is checked once the
+    body is gzipped (over_compressed_limit)."""
+    return Batcher(10**9, SERIES_MAX_UNCOMPRESSED - 1024, SERIES_OVERHEAD)
+
+
+def logs_batcher() -> Batcher:
+    """Log requests: 1,000 items and 5 MB of JSON (less a margin)."""
+    return Batcher(LOGS_MAX_ENTRIES, LOGS_MAX_UNCOMPRESSED - 1024, LOGS_OVERHEAD)
+
+
+def over_compressed_limit(batch: list[dict], gz: bytes) -> bool:
+    """A series request over 500 KB of gzip is halved until it fits (an item alone is sent as it is)."""
+    return len(batch) > 1 and len(gz) > SERIES_MAX_COMPRESSED
+
+
+def series_bodies(series: list[dict]) -> Iterator[bytes]:
+    """The POST /api/v2/series bodies the sender would send for these series, each within Datadog's limits: for
+    what is written to a file instead of sent (`els replay`'s points over an hour old)."""
+    batcher = series_batcher()
+    pending = batcher.add(series, encode_now(series)) + batcher.rest()
+    pending.reverse()
+    while pending:
+        batch = pending.pop()
+        body = series_json(batch.encoded)
+        if over_compressed_limit(batch, gzip_now(body)):
+            first, second = batch.halves()
+            pending += [second, first]
+            continue
+        yield body

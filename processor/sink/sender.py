@@ -23,25 +23,17 @@ import orjson
 from common.deadletter import DeadLetterWriter
 from processor.runtime import loop_probe
 from processor.sink.client import Answer, DatadogClient
-from processor.sink.delivery import (
-    LOGS_MAX_ENTRIES,
-    LOGS_MAX_UNCOMPRESSED,
-    SERIES_MAX_COMPRESSED,
-    SERIES_MAX_UNCOMPRESSED,
-    Action,
-    decide,
-    log_droppable,
-    metric_point_droppable,
-)
+from processor.sink.delivery import Action, decide, log_droppable, metric_point_droppable
 from processor.sink.encode import (
-    LOGS_OVERHEAD,
-    SERIES_OVERHEAD,
     Batch,
     Batcher,
     compress,
     encode_timed,
     halves,
+    logs_batcher,
     logs_json,
+    over_compressed_limit,
+    series_batcher,
     series_json,
 )
 
@@ -98,10 +90,8 @@ class Sender:
             self.probe.start()
         done = Delivered()
         self._acks = []  # a failed call's are stale: its items are delivered again
-        await self._stream(series, Kind.SERIES, self.client.post_series, now_s, done,
-                           Batcher(10**9, SERIES_MAX_UNCOMPRESSED - 1024, SERIES_OVERHEAD))
-        await self._stream(logs, Kind.LOGS, self.client.post_logs, now_s, done,
-                           Batcher(LOGS_MAX_ENTRIES, LOGS_MAX_UNCOMPRESSED - 1024, LOGS_OVERHEAD))
+        await self._stream(series, Kind.SERIES, self.client.post_series, now_s, done, series_batcher())
+        await self._stream(logs, Kind.LOGS, self.client.post_logs, now_s, done, logs_batcher())
         acks, self._acks = self._acks, []
         if acks:
             await asyncio.gather(*acks)
@@ -159,8 +149,8 @@ class Sender:
             chunk = pending.pop()
             if isinstance(chunk, Batch) and chunk.gz is None:
                 await self._compress(chunk, kind)
-                if kind is Kind.SERIES and len(chunk) > 1 and len(chunk.gz) > SERIES_MAX_COMPRESSED:
-                    first, second = chunk.halves()  # over the compressed limit: halved until it fits
+                if kind is Kind.SERIES and over_compressed_limit(chunk, chunk.gz):
+                    first, second = chunk.halves()
                     pending += [second, first]
                     continue
             answer, action = await self._until_answered(post, chunk, kind, done)

@@ -4,7 +4,6 @@ merge-and-retry logic against a scripted client."""
 from __future__ import annotations
 
 import asyncio
-import gzip
 import random
 
 import orjson
@@ -15,53 +14,13 @@ from common.deadletter import DeadLetterWriter, Stage
 from processor.core.bag import Bag
 from processor.sink import delivery
 from processor.sink.client import Answer
-from processor.sink.delivery import decide, log_requests, metric_point_droppable, series_requests
+from processor.sink.delivery import decide, metric_point_droppable
 from processor.sink.sink import Sink
 
 
 def series(i: int, tags: int = 3) -> dict:
     return {"metric": f"okta.workflows.m{i}", "type": 1, "points": [{"timestamp": 1_790_000_000, "value": i}],
             "tags": [f"t{j}:{random.random()}" for j in range(tags)], "interval": 60}
-
-
-def test_series_batches_respect_both_size_limits():
-    many = [series(i, tags=40) for i in range(8000)]
-    batches = series_requests(many)
-    assert sum(len(b) for b in batches) == len(many)
-    for b in batches:
-        raw = orjson.dumps({"series": b})
-        assert len(raw) <= delivery.SERIES_MAX_UNCOMPRESSED
-        assert len(gzip.compress(raw)) <= delivery.SERIES_MAX_COMPRESSED
-    assert len(batches) > 1
-
-
-def test_small_workload_is_one_request():
-    assert len(series_requests([series(i) for i in range(500)])) == 1
-
-
-def test_series_batches_are_compressed_only_when_they_could_exceed_the_compressed_limit(monkeypatch):
-    compressed = []
-    real = delivery.gzip_body
-    monkeypatch.setattr(delivery, "gzip_body", lambda obj: compressed.append(obj) or real(obj))
-    assert len(series_requests([series(i) for i in range(500)])) == 1
-    assert compressed == []  # ~100 KB of JSON: even gzip's worst case fits
-    assert len(series_requests([series(i, tags=40) for i in range(3000)])) >= 1
-    assert compressed  # ~3 MB: only compressing tells
-
-
-@pytest.mark.parametrize("n", [1, 1000, 16_384, 65_536, 499_000])
-def test_gzip_bound_holds_for_incompressible_bodies(n):
-    body = random.Random(n).randbytes(n)
-    assert len(gzip.compress(body, compresslevel=6)) <= delivery.gzip_bound(n)
-
-
-def test_log_batches_respect_count_and_size():
-    logs = [{"message": "x" * 1000, "i": i} for i in range(4500)]
-    batches = log_requests(logs)
-    assert [len(b) for b in batches][:4] == [1000] * 4
-    assert all(len(orjson.dumps(b)) <= delivery.LOGS_MAX_UNCOMPRESSED for b in batches)
-    big = [{"message": "y" * 900_000} for _ in range(12)]
-    assert all(len(orjson.dumps(b)) <= delivery.LOGS_MAX_UNCOMPRESSED for b in log_requests(big))
 
 
 @pytest.mark.parametrize("status,headers,size,action", [

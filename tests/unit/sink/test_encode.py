@@ -24,7 +24,7 @@ from processor.outbox import outbox_records
 from processor.sink import delivery
 from processor.sink.agent import SinkAgent
 from processor.sink.client import Answer, DatadogClient, series_model
-from processor.sink.encode import Batch, Batcher, encode_now, logs_json, series_json
+from processor.sink.encode import Batch, Batcher, encode_now, logs_json, series_bodies, series_json
 from processor.sink.sink import Sink
 from processor.state.transaction import apply_writes
 from tests.helpers.fakedatadog import FakeDatadog, validate_model
@@ -175,6 +175,17 @@ def test_large_deliveries_split_within_the_limits_every_item_once_in_order():
         assert len(gzip.decompress(b.gz)) <= delivery.SERIES_MAX_UNCOMPRESSED
     for b in client.logs:
         assert len(b) <= delivery.LOGS_MAX_ENTRIES and len(gzip.decompress(b.gz)) <= delivery.LOGS_MAX_UNCOMPRESSED
+
+
+def test_bodies_written_to_a_file_are_the_ones_the_sender_sends():
+    """`els replay` writes what it holds back as request bodies: split by the sender's own rule."""
+    many = [series(i, tags=40) for i in range(8000)]
+    client = Keeping()
+    deliver(client, many)
+    bodies = list(series_bodies(many))
+    assert bodies == [gzip.decompress(b.gz) for b in client.series] and len(bodies) > 1
+    assert [s for body in bodies for s in orjson.loads(body)["series"]] == many
+    assert list(series_bodies([])) == []
 
 
 def test_a_refused_request_is_split_and_re_encoded():
