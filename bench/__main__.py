@@ -119,7 +119,8 @@ async def closeout(session, port: int, intake, t_n: float, t_n_wall: float, befo
     (closeout_end); the close-out is the time from the last record to the last of them. Also: the requests and bytes
     sent from the worker's start and during the close-out, the sink's microseconds per series and per log
     (build + serialise, no gzip, no HTTP: the worker's sink_t_encode_*_us over sink_encoded_*), and the longest
-    event-loop stall during the close-out (the worker's loop probe, ELS_LOOP_PROBE)."""
+    event-loop stall during the close-out (the worker's loop probe, ELS_LOOP_PROBE) and the longest garbage
+    collection of the run (gc_pause_max_ms: a collection stops every thread, the event loop's too)."""
     while True:
         await asyncio.sleep(0.5)
         now = time.monotonic()
@@ -144,6 +145,7 @@ async def closeout(session, port: int, intake, t_n: float, t_n_wall: float, befo
             "loop_stall_closeout_ms": max(stalls, default=0.0) if "sink_loop_stalls" in stats else None,
             "loop_stall_max_ms": stats.get("sink_loop_lag_max_ms"),
             "loop_stall_before_closeout_ms": before.get("sink_loop_lag_max_ms"),
+            "gc_pause_max_ms": max((p[1] for p in stats.get("sink_gc_pauses", [])), default=None),
             "stats_after": stats}
 
 
@@ -249,9 +251,9 @@ def _variant_figures(runs: dict[str, list[dict]], mins: list[dict]) -> dict:
 
 
 # what run_worker reports of the close-out when the sink delivers to the local intake (closeout())
-CLOSEOUT_FIGURES = ("closeout_s", "loop_stall_closeout_ms", "loop_stall_max_ms", "sink_us_per_series",
-                    "sink_us_per_log", "requests", "bytes_sent", "series_sent", "logs_sent", "closeout_requests",
-                    "closeout_bytes")
+CLOSEOUT_FIGURES = ("closeout_s", "loop_stall_closeout_ms", "loop_stall_max_ms", "gc_pause_max_ms",
+                    "sink_us_per_series", "sink_us_per_log", "requests", "bytes_sent", "series_sent", "logs_sent",
+                    "closeout_requests", "closeout_bytes")
 
 
 async def plain_consumer(bootstrap: str, topic: str, n: int) -> dict:

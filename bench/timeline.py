@@ -27,7 +27,7 @@ from bench.via_ingest import write_through_ingest
 from els.broker import free_port
 
 COUNTERS = ("records", "flushes", "partials", "logs", "sink_flushes", "sink_series_sent", "sink_logs_sent",
-            "sink_held", "table_chains", "table_windows", "table_sink", "sink_loop_lag_max_ms")
+            "sink_held", "table_chains", "table_windows", "table_sink", "sink_loop_lag_max_ms", "sink_gc_pauses")
 
 
 async def timeline(n: int, after_s: float, settings: dict[str, str], every_s: float = 0.5) -> None:

@@ -56,6 +56,11 @@ class BatchApplier:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="els-engine")
         self._generation = 0  # forget() moves it on: a batch that began before drops what it built
 
+    def close(self) -> None:
+        """The engine's thread ends (the app stops): a batch still running there is dropped, and its records come
+        again from the positions at the next start."""
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
     def forget(self) -> None:
         """After any assignment change, or a failed batch: re-read positions and state from the stores."""
         self._generation += 1

@@ -8,6 +8,7 @@ import ctypes
 import ctypes.util
 import gc
 import os
+import threading
 import time
 
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -79,17 +80,33 @@ class LoopProbe:
     that holds the event loop (rendering a close-out, encoding, a flush's state writes) shows as that lateness.
     Writes into `stats` (the sink's counters, so /els/stats/ shows them as sink_loop_*): `loop_lag_max_ms`, the
     longest since the start, and `loop_stalls`, the latest LOOP_STALLS_KEPT stalls of LOOP_STALL_MS or more as
-    [wall-clock ms when it ended, ms], so a bench can take the longest within a time range (the close-out)."""
+    [wall-clock ms when it ended, ms], so a bench can take the longest within a time range (the close-out).
+    Python's garbage collections stop every thread; those of LOOP_STALL_MS or more are kept the same way in
+    `gc_pauses`, [ended, ms, generation, thread], so a stall can be told from a collection."""
 
     def __init__(self, stats: dict):
         self.stats = stats
         self.task = None
+        self._gc_started = 0.0
 
     def start(self) -> None:
         if self.task is None:
             self.stats["loop_lag_max_ms"] = 0
             self.stats["loop_stalls"] = []
+            self.stats["gc_pauses"] = []
+            gc.callbacks.append(self._on_gc)
             self.task = asyncio.get_running_loop().create_task(self.run())
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._gc_started) * 1000
+        if ms >= LOOP_STALL_MS:
+            pauses = self.stats["gc_pauses"]
+            pauses.append([int(time.time() * 1000), round(ms, 1), info.get("generation"),
+                           threading.current_thread().name])
+            del pauses[:-LOOP_STALLS_KEPT]
 
     async def run(self) -> None:
         stats = self.stats

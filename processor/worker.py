@@ -141,8 +141,12 @@ def _register_agent(app: faust.App, raw, applier: BatchApplier, health: Health) 
         """After any assignment change, positions and indexes are re-read from the state."""
         applier.forget()
 
+    async def close(app_, *args, **kwargs):
+        applier.close()
+
     app.on_partitions_assigned.connect(forget)
     app.on_partitions_revoked.connect(forget)
+    app.on_before_shutdown.connect(close)
 
 
 def _register_ticks(app: faust.App, raw, partitions: int, every_s: float) -> None:

@@ -7,9 +7,11 @@ real ones (plain dicts), so what is checked is exactly what the worker does with
 from __future__ import annotations
 
 import asyncio
+import threading
 from types import SimpleNamespace
 
 import orjson
+import pytest
 
 from common.deadletter import DeadLetterWriter, Stage
 from processor.batch import EMIT_EARLY_ITEMS, BatchApplier
@@ -130,3 +132,18 @@ async def test_a_batch_forgotten_while_the_engine_runs_emits_and_writes_nothing(
     a.engine.process = process
     await a.apply(batch)
     assert ("send", "out") in kafka.log and "0|clock" in windows.data and a.stats.records == 2
+
+
+async def test_closing_ends_the_engines_thread_and_nothing_more_is_applied():
+    a, kafka, _chains, _windows = applier()
+    await a.apply([tick(0, 0, T0 + 1000)])
+    engine_threads = [t for t in threading.enumerate() if t.name.startswith("els-engine")]
+    assert engine_threads
+    a.close()
+    for t in engine_threads:
+        t.join(timeout=5)
+    assert not any(t.is_alive() for t in engine_threads)
+    sent = list(kafka.log)
+    with pytest.raises(RuntimeError):
+        await a.apply([message(0, 1, orjson.dumps(ev("FLOW_FAIL", T0 + 5, ex="r", error_type="E")))])
+    assert kafka.log == sent
