@@ -158,6 +158,6 @@ class DatadogClient:
 async def _gzip_body(items: list[dict], join) -> bytes:
     if isinstance(items, Batch):
         if items.gz is None:
-            items.compressed(await compress(join(items.encoded if items.encoded is not None else encode_now(items))))
+            items.compressed(await compress(items.json_body(join)))
         return items.gz
     return await compress(join(encode_now(items)))

@@ -27,8 +27,8 @@ from processor.sink.delivery import Action, decide, log_droppable, metric_point_
 from processor.sink.encode import (
     Batch,
     Batcher,
+    LogBatcher,
     compress,
-    encode_timed,
     halves,
     logs_batcher,
     logs_json,
@@ -100,16 +100,25 @@ class Sender:
         return done
 
     async def _stream(self, items: Iterable[dict], kind: Kind, post: Post, now_s: float, done: Delivered,
-                      batches: Batcher) -> None:
-        """Items a slice at a time: what Datadog would keep is encoded into `batches`, each full one sent at once;
+                      batches: Batcher | LogBatcher) -> None:
+        """Items a slice at a time: what Datadog would keep is written into `batches`, each full one sent at once;
         the event loop gets a turn between two slices."""
         for chunk in _slices(items):
             sendable = await self._sendable(chunk, now_s, done, kind)
-            for batch in batches.add(sendable, encode_timed(sendable, self.stats, kind)):
+            for batch in self._timed(kind, len(sendable), batches.fill, sendable):
                 await self._send(post, batch, kind, done)
             await asyncio.sleep(0)
-        for batch in batches.rest():
+        for batch in self._timed(kind, 0, batches.rest):
             await self._send(post, batch, kind, done)
+
+    def _timed(self, kind: Kind, items: int, write: Callable, *args):
+        """write(*args), its CPU time (outside the garbage collector) and its items added to the sink's
+        t_encode_<kind>_us and encoded_<kind>: the figures of µs per series and per log."""
+        t = cpu_time_outside_gc()
+        out = write(*args)
+        self.stats[f"t_encode_{kind}_us"] += int((cpu_time_outside_gc() - t) * 1e6)
+        self.stats[f"encoded_{kind}"] += items
+        return out
 
     async def _sendable(self, items: list[dict], now_s: float, done: Delivered, kind: Kind) -> list[dict]:
         """The items Datadog would keep; the others are dead-lettered (or only counted) and counted in `done`."""
@@ -131,10 +140,9 @@ class Sender:
         return out
 
     async def _compress(self, batch: Batch, kind: Kind) -> None:
-        """The batch's body, joined from its items' JSON (timed with their encoding), then gzipped (a thread)."""
-        t = cpu_time_outside_gc()
-        body = (series_json if kind is Kind.SERIES else logs_json)(batch.encoded)
-        self.stats[f"t_encode_{kind}_us"] += int((cpu_time_outside_gc() - t) * 1e6)
+        """The batch's body (written at once, or joined from its items' JSON; timed as their writing is), then
+        gzipped (a thread)."""
+        body = self._timed(kind, 0, batch.json_body, series_json if kind is Kind.SERIES else logs_json)
         self.stats["body_bytes"] += len(body)
         batch.compressed(await compress(body))
 

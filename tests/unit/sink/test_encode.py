@@ -24,7 +24,7 @@ from processor.outbox import outbox_records
 from processor.sink import delivery
 from processor.sink.agent import SinkAgent
 from processor.sink.client import Answer, DatadogClient, series_model
-from processor.sink.encode import Batch, Batcher, encode_now, logs_json, series_bodies, series_json
+from processor.sink.encode import Batch, Batcher, encode_now, logs_batcher, logs_json, series_bodies, series_json
 from processor.sink.sink import Sink
 from processor.state.transaction import apply_writes
 from tests.helpers.fakedatadog import FakeDatadog, validate_model
@@ -225,6 +225,25 @@ def test_batcher_fills_requests_in_order_within_the_limits(sizes, max_entries, m
     for b, after in zip(batches, batches[1:], strict=False):
         n = len(encoded[after[0]["i"]])
         assert len(b) == max_entries or 2 + sum(map(len, b.encoded)) + len(b) + n > max_bytes
+
+
+def test_log_requests_written_at_once_are_the_item_by_item_bodies_in_order():
+    """Log bodies are written by one call per request; a request over the size limit is filled item by item; the
+    bodies are byte for byte the ones joined item by item, every log once, in order."""
+    small = [{"message": f"log {i}", "i": i} for i in range(2500)]
+    big = [{"message": "y" * 900_000, "i": i} for i in range(7)]
+    logs = small[:1500] + big + small[1500:]
+    batcher = logs_batcher()
+    batches = []
+    for lo in range(0, len(logs), 700):  # as the sender takes them: a slice at a time
+        batches += batcher.fill(logs[lo:lo + 700])
+    batches += batcher.rest()
+    assert [x for b in batches for x in b] == logs
+    assert [len(b) for b in batches][:1] == [1000] and any(b.body is None for b in batches)
+    for b in batches:
+        body = b.json_body(logs_json)
+        assert body == logs_json(encode_now(b))
+        assert len(b) <= delivery.LOGS_MAX_ENTRIES and len(body) <= delivery.LOGS_MAX_UNCOMPRESSED
 
 
 def test_the_client_posts_the_fast_bodies_through_the_api_classes_to_the_fake_intake(closeout):
