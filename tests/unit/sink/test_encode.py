@@ -24,7 +24,15 @@ from processor.outbox import outbox_records
 from processor.sink import delivery
 from processor.sink.agent import SinkAgent
 from processor.sink.client import Answer, DatadogClient, series_model
-from processor.sink.encode import Batch, Batcher, encode_now, logs_batcher, logs_json, series_bodies, series_json
+from processor.sink.encode import (
+    Batch,
+    Batcher,
+    encode_now,
+    logs_batcher,
+    logs_json,
+    series_bodies,
+    series_json,
+)
 from processor.sink.sink import Sink
 from processor.state.transaction import apply_writes
 from tests.helpers.fakedatadog import FakeDatadog, validate_model
