@@ -75,11 +75,13 @@ class TrueEndConsumer(faust_aiokafka.Consumer):
                 set_flag(faust_consumer.CONSUMER_FETCHING)
                 batch = self.getmany(timeout=1.0)
                 await self.sleep(0)  # as Faust's: getmany may return at once, again and again
-                if not self.should_stop:
+                # the fetch itself (getmany's first step, a call into the consumer's thread) is never interrupted,
+                # as in Faust's loop: only the deliveries are
+                if not self.should_stop and (first := await anext(batch, None)) is not None:
                     if self.flow_active:
-                        await self.wait_first(drain.deliver(batch, drain.one), self.suspend_flow.wait())
+                        await self.wait_first(drain.deliver(first, batch, drain.one), self.suspend_flow.wait())
                     else:
-                        await drain.deliver(batch, drain.one_interruptible)
+                        await drain.deliver(first, batch, drain.one_interruptible)
                 unset_flag(faust_consumer.CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -122,27 +124,32 @@ class BatchDrain:
         c = self.consumer
         await c.wait_first(self.callback(message), c.suspend_flow.wait())
 
-    async def deliver(self, batch, deliver_one) -> None:
-        c = self.consumer
-        read_offset = c._read_offset
+    async def deliver(self, first: tuple, batch, deliver_one) -> None:
+        """The first fetched message, then the rest of the batch."""
         try:
-            async for tp, message in batch:
-                self.since_yield += 1
-                if self.since_yield > self.YIELD_EVERY:
-                    await asyncio.sleep(0)
-                    self.since_yield = 0
-                offset = message.offset
-                r_offset = read_offset[tp]
-                if r_offset is None or offset >= r_offset:
-                    if offset - (r_offset or 0) > 1 and r_offset and self.acks_enabled_for(message.topic):
-                        await c._add_gap(tp, r_offset + 1, offset)
-                    if c._commit_every is not None and c._n_acked >= c._commit_every:
-                        c._n_acked = 0
-                        await c.commit()
-                    await deliver_one(message)
-                    read_offset[tp] = offset
+            await self._deliver(first, deliver_one)
+            async for tp_message in batch:
+                await self._deliver(tp_message, deliver_one)
         finally:
             await batch.aclose()
+
+    async def _deliver(self, tp_message: tuple, deliver_one) -> None:
+        c = self.consumer
+        tp, message = tp_message
+        self.since_yield += 1
+        if self.since_yield > self.YIELD_EVERY:
+            await asyncio.sleep(0)
+            self.since_yield = 0
+        offset = message.offset
+        r_offset = c._read_offset[tp]
+        if r_offset is None or offset >= r_offset:
+            if offset - (r_offset or 0) > 1 and r_offset and self.acks_enabled_for(message.topic):
+                await c._add_gap(tp, r_offset + 1, offset)
+            if c._commit_every is not None and c._n_acked >= c._commit_every:
+                c._n_acked = 0
+                await c.commit()
+            await deliver_one(message)
+            c._read_offset[tp] = offset
 
 
 class Transport(faust_aiokafka.Transport):

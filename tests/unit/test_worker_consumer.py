@@ -103,3 +103,35 @@ async def test_a_rebalance_interrupts_a_delivery_stuck_on_a_full_stream_buffer(t
     consumer.stop_flow()  # what a rebalance does first
     await asyncio.wait_for(task, 5)
     assert delivered == [0, 1]
+
+
+async def test_a_rebalance_does_not_interrupt_a_fetch_under_way(tmp_path):
+    """The fetch is a call into the consumer's thread: cancelling it midway left that thread's method queue with
+    an answer for no one, and a worker of a rolling restart on Apache Kafka never became ready again."""
+    fetching, release, fetched, cancelled = asyncio.Event(), asyncio.Event(), [], []
+
+    class SlowFetch(Fetches):
+        async def getmany(self, timeout: float):
+            if not self.rounds:
+                self.fetcher._stopped.set()
+                return
+            fetching.set()
+            try:
+                await release.wait()  # the broker's long poll
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+            fetched.append(self.rounds.pop(0))
+            for offset in fetched[-1]:
+                yield TP(TOPIC, 0), _message(offset)
+
+    async def callback(message):
+        pass
+
+    consumer, task = await _drain(tmp_path, SlowFetch([0, 1]), callback)
+    await asyncio.wait_for(fetching.wait(), 5)
+    consumer.stop_flow()
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.wait_for(task, 5)
+    assert cancelled == [] and fetched == [[0, 1]]
