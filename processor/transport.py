@@ -64,9 +64,10 @@ class TrueEndConsumer(faust_aiokafka.Consumer):
         """Faust's fetch loop (faust.transport.consumer.Consumer._drain_messages, faust-streaming 0.15), with one
         change: while the flow runs, a fetched batch is delivered under one `wait_first(..., suspend_flow)` rather
         than one per message. A rebalance still interrupts a delivery at once, as Faust's does: its getmany stops
-        yielding when the flow stops, so the rest of the batch was never delivered there either. While the flow
-        is stopped, each message is waited for as Faust does. tests/unit/test_worker_consumer.py pins the Faust method
-        this copies, so an upgrade that changes it is noticed."""
+        yielding when the flow stops, so the rest of the batch was never delivered there either. The fetch itself
+        is never interrupted, and while the flow is stopped each message is waited for, both as in Faust's loop.
+        tests/unit/test_worker_consumer.py pins the Faust method this copies, so an upgrade that changes it is
+        noticed."""
         drain = BatchDrain(self)
         should_stop = (self._stopped.is_set, fetcher._stopped.is_set)
         set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
@@ -79,7 +80,7 @@ class TrueEndConsumer(faust_aiokafka.Consumer):
                 # as in Faust's loop: only the deliveries are
                 if not self.should_stop and (first := await anext(batch, None)) is not None:
                     if self.flow_active:
-                        await self.wait_first(drain.deliver(first, batch, drain.one), self.suspend_flow.wait())
+                        await self.wait_first(drain.deliver(first, batch, drain.callback), self.suspend_flow.wait())
                     else:
                         await drain.deliver(first, batch, drain.one_interruptible)
                 unset_flag(faust_consumer.CONSUMER_FETCHING)
@@ -116,9 +117,6 @@ class BatchDrain:
         self.callback = consumer.callback
         self.acks_enabled_for = consumer.app.topics.acks_enabled_for
         self.since_yield = 0
-
-    async def one(self, message) -> None:
-        await self.callback(message)
 
     async def one_interruptible(self, message) -> None:
         c = self.consumer
