@@ -12,14 +12,14 @@ allows it, and a consumer that knows where each changelog truly ends. Installed 
   reads everything and the check keeps its meaning: it trips only where a changelog really lost records.
 - Faust hands each fetched message to its streams under a `wait_first(callback, suspend_flow)`: four tasks and an
   `asyncio.wait` per message (~37 µs here), so a rebalance can interrupt a delivery stuck on a full stream
-  buffer. The consumer here waits that way once per fetched batch while the flow runs (`BatchDrain`).
+  buffer. The consumer here waits that way only for a delivery that does wait (`deliver_interruptibly`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Generator, Mapping
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
@@ -58,32 +58,53 @@ class IdempotentProducer(faust_aiokafka.Producer):
 
 class TrueEndConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, whose `highwaters` (the end offsets table recovery reads to) are the true ends,
-    and which hands fetched messages to the streams a batch at a time (`_drain_messages`)."""
+    and whose fetch loop waits for a rebalance only on deliveries that wait (`_drain_messages`)."""
 
     async def _drain_messages(self, fetcher) -> None:
-        """Faust's fetch loop (faust.transport.consumer.Consumer._drain_messages, faust-streaming 0.15), with one
-        change: while the flow runs, a fetched batch is delivered under one `wait_first(..., suspend_flow)` rather
-        than one per message. A rebalance still interrupts a delivery at once, as Faust's does: its getmany stops
-        yielding when the flow stops, so the rest of the batch was never delivered there either. The fetch itself
-        is never interrupted, and while the flow is stopped each message is waited for, both as in Faust's loop.
-        tests/unit/test_worker_consumer.py pins the Faust method this copies, so an upgrade that changes it is
-        noticed."""
-        drain = BatchDrain(self)
-        should_stop = (self._stopped.is_set, fetcher._stopped.is_set)
-        set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
+        """Faust's fetch loop (faust.transport.consumer.Consumer._drain_messages) but for one line, the delivery;
+        tests/unit/test_worker_consumer.py checks that, so a faust-streaming upgrade that changes it is noticed."""
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        flag_consumer_fetching = faust_consumer.CONSUMER_FETCHING
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
         try:
-            while not any(stop() for stop in should_stop):
-                set_flag(faust_consumer.CONSUMER_FETCHING)
-                batch = self.getmany(timeout=1.0)
-                await self.sleep(0)  # as Faust's: getmany may return at once, again and again
-                # the fetch itself (getmany's first step, a call into the consumer's thread) is never interrupted,
-                # as in Faust's loop: only the deliveries are
-                if not self.should_stop and (first := await anext(batch, None)) is not None:
-                    if self.flow_active:
-                        await self.wait_first(drain.deliver(first, batch, drain.callback), self.suspend_flow.wait())
-                    else:
-                        await drain.deliver(first, batch, drain.one_interruptible)
-                unset_flag(faust_consumer.CONSUMER_FETCHING)
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(flag_consumer_fetching)
+                ait = getmany(timeout=1.0)
+                await self.sleep(0)  # getmany may return at once, again and again
+                if not self.should_stop:
+                    async for tp, message in ait:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            gap = offset - (r_offset or 0)
+                            if gap > 1 and r_offset:
+                                acks_enabled = acks_enabled_for(message.topic)
+                                if acks_enabled:
+                                    await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None:  # noqa: SIM102 (Faust's lines, unchanged)
+                                if self._n_acked >= commit_every:
+                                    self._n_acked = 0
+                                    await self.commit()
+                            await self.deliver_interruptibly(callback(message))  # the one change
+                            set_read_offset(tp, offset)
+                        else:
+                            self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
+                    unset_flag(flag_consumer_fetching)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 self.log.info("Broker stopped consumer, shutting down...")
@@ -98,7 +119,20 @@ class TrueEndConsumer(faust_aiokafka.Consumer):
             self.log.exception("Drain messages raised: %r", exc)
             raise
         finally:
-            unset_flag(faust_consumer.CONSUMER_FETCHING)
+            unset_flag(flag_consumer_fetching)
+
+    async def deliver_interruptibly(self, delivery: Coroutine) -> None:
+        """Faust's `await self.wait_first(callback(message), self.suspend_flow.wait())`, without its four tasks
+        and `asyncio.wait` (~37 µs a message here) when they cannot matter: the delivery runs here up to its
+        first wait, and only if it has to wait (a full stream buffer, flow control during a rebalance) does it
+        go on under `wait_first`, where a rebalance interrupts it, as in Faust's loop. A delivery that never waits
+        cannot be interrupted in Faust's loop either: its task runs to the end in one step. (Its first steps run
+        in the fetcher's task: Faust's delivery, Conductor.on_message, sets no timeout and reads no current task.)"""
+        try:
+            waiting_on = delivery.send(None)
+        except StopIteration:
+            return
+        await self.wait_first(Resumed(delivery, waiting_on), self.suspend_flow.wait())
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         reported = await super().highwaters(*partitions)
@@ -106,48 +140,33 @@ class TrueEndConsumer(faust_aiokafka.Consumer):
         return await true_end_offsets(bootstrap, reported, faust_client_kwargs(self.app))
 
 
-class BatchDrain:
-    """Delivers one getmany's messages to Faust's streams (the consumer's callback) as Faust's fetch loop does: in
-    read order, dropping what was already read, noting gaps and committing every `commit_every` acks."""
+class Resumed:
+    """A coroutine already run up to its first wait, as an awaitable a task carries on from there: the future it
+    waits on goes to the task, and what the task sends or throws (a cancellation) goes to the coroutine."""
 
-    YIELD_EVERY = 100  # messages between two turns of the event loop, as Faust's
+    __slots__ = ("coro", "waiting_on")
 
-    def __init__(self, consumer: TrueEndConsumer) -> None:
-        self.consumer = consumer
-        self.callback = consumer.callback
-        self.acks_enabled_for = consumer.app.topics.acks_enabled_for
-        self.since_yield = 0
+    def __init__(self, coro: Coroutine, waiting_on: Any) -> None:
+        self.coro, self.waiting_on = coro, waiting_on
 
-    async def one_interruptible(self, message) -> None:
-        c = self.consumer
-        await c.wait_first(self.callback(message), c.suspend_flow.wait())
-
-    async def deliver(self, first: tuple, batch, deliver_one) -> None:
-        """The first fetched message, then the rest of the batch."""
-        try:
-            await self._deliver(first, deliver_one)
-            async for tp_message in batch:
-                await self._deliver(tp_message, deliver_one)
-        finally:
-            await batch.aclose()
-
-    async def _deliver(self, tp_message: tuple, deliver_one) -> None:
-        c = self.consumer
-        tp, message = tp_message
-        self.since_yield += 1
-        if self.since_yield > self.YIELD_EVERY:
-            await asyncio.sleep(0)
-            self.since_yield = 0
-        offset = message.offset
-        r_offset = c._read_offset[tp]
-        if r_offset is None or offset >= r_offset:
-            if offset - (r_offset or 0) > 1 and r_offset and self.acks_enabled_for(message.topic):
-                await c._add_gap(tp, r_offset + 1, offset)
-            if c._commit_every is not None and c._n_acked >= c._commit_every:
-                c._n_acked = 0
-                await c.commit()
-            await deliver_one(message)
-            c._read_offset[tp] = offset
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, waiting_on = self.coro, self.waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancellation: the coroutine gets it where it waits
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting_on = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
 
 
 class Transport(faust_aiokafka.Transport):
