@@ -76,15 +76,17 @@ def models_logs(items):
     return json.dumps(data_to_dict(HTTPLog([HTTPLogItem(**i) for i in items])))
 
 
-def fast_series(items):
+def _bodies(batcher, join, items) -> list[bytes]:
     """The bodies as the sink writes them (its batchers, processor/sink/encode.py)."""
-    batcher = series_batcher()
-    return [b.json_body(series_json) for b in batcher.fill(items) + batcher.rest()]
+    return [b.json_body(join) for b in batcher.fill(items) + batcher.rest()]
+
+
+def fast_series(items):
+    return _bodies(series_batcher(), series_json, items)
 
 
 def fast_logs(items):
-    batcher = logs_batcher()
-    return [b.json_body(logs_json) for b in batcher.fill(items) + batcher.rest()]
+    return _bodies(logs_batcher(), logs_json, items)
 
 
 def us_per_item(fn, items, chunk: int) -> float:
