@@ -13,6 +13,8 @@ allows it, and a consumer that knows where each changelog truly ends. Installed 
 - Faust hands each fetched message to its streams under a `wait_first(callback, suspend_flow)`: four tasks and an
   `asyncio.wait` per message (~37 µs here), so a rebalance can interrupt a delivery stuck on a full stream
   buffer. The consumer here waits that way only for a delivery that does wait (`deliver_interruptibly`).
+- When Faust stops the consumer's flow (a rebalance or a stop begins), the consumer tells the worker's Fence, and
+  the work under way is abandoned (processor/revocation.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from faust.types import TP
 from common.end_offsets import true_end_offsets
 from common.kafka import faust_client_kwargs
 from common.producer import start_producer
+from processor.revocation import Fence
 
 log = logging.getLogger("els.processor.kafka")
 
@@ -134,6 +137,21 @@ class TrueEndConsumer(faust_aiokafka.Consumer):
             return
         await self.wait_first(Resumed(delivery, waiting_on), self.suspend_flow.wait())
 
+    def stop_flow(self) -> None:
+        """Faust stops the flow as a rebalance or a stop begins: the work under way is abandoned at once
+        (processor/revocation.py), so the revocation never waits on it."""
+        super().stop_flow()
+        self.transport.fence.abandon(stopping=self.app.should_stop)
+
+    def resume_flow(self) -> None:
+        super().resume_flow()
+        self.transport.fence.resume()
+
+    def committed(self, tp: TP) -> int | None:
+        """Where Faust starts handing over a partition's records: the committed offset it sought to when the
+        assignment's recovery ended (None: nothing committed)."""
+        return self._committed_offset.get(tp)
+
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         reported = await super().highwaters(*partitions)
         bootstrap = faust_aiokafka.server_list(self.transport.url, self.transport.default_port)
@@ -172,3 +190,7 @@ class Resumed:
 class Transport(faust_aiokafka.Transport):
     Consumer = TrueEndConsumer
     Producer = IdempotentProducer
+
+    def __init__(self, *args: Any, fence: Fence | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fence = fence or Fence()  # what the consumer's flow stopping abandons

@@ -29,6 +29,7 @@ from processor.engine.records import TICK_KIND
 from processor.health import Health, Loop
 from processor.log_watch import CHECK_EVERY_S, LogWatch
 from processor.pipeline import Pipeline
+from processor.revocation import Abandoned, Fence
 from processor.state.changelog import KafkaOut
 from processor.state.positions import Positions
 from processor.transport import Transport
@@ -54,7 +55,9 @@ def create_app(cfg: Config) -> faust.App:
         topic_replication_factor=cfg.els_replication_factor,
         broker_rebalance_timeout=cfg.els_rebalance_timeout_seconds,
         broker_session_timeout=cfg.els_session_timeout_seconds,
-        broker_heartbeat_interval=min(3.0, cfg.els_session_timeout_seconds / 3),
+        # a member learns of a rebalance at its next heartbeat and must rejoin within the rebalance timeout, or it
+        # is put out of the group: a third of either timeout leaves it the rest of the time to rejoin
+        broker_heartbeat_interval=min(3.0, cfg.els_session_timeout_seconds / 3, cfg.els_rebalance_timeout_seconds / 3),
         datadir=cfg.els_data_dir,
         consumer_auto_offset_reset="earliest",
         store="memory://",
@@ -72,7 +75,8 @@ def create_app(cfg: Config) -> faust.App:
         producer_max_batch_size=512 * 1024,
         logging_config=None,
     )
-    app.transport = Transport(app.conf.broker_consumer, app)  # its producer is idempotent where allowed
+    fence = Fence()  # what a rebalance or a stop abandons (processor/revocation.py)
+    app.transport = Transport(app.conf.broker_consumer, app, fence=fence)  # its producer is idempotent where allowed
     raw = app.topic(cfg.els_raw_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                     value_serializer="raw", partitions=cfg.els_partitions)
     out = app.topic(cfg.els_out_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -83,10 +87,10 @@ def create_app(cfg: Config) -> faust.App:
     windows = app.Table("windows", key_type=str, value_type=bytes, partitions=cfg.els_partitions,
                         help=table_help("windows"))
     pipeline = app.pipeline = Pipeline(cfg, Engine(settings_from(cfg), chains.data, windows.data), chains, windows,
-                                       raw, out)
+                                       raw, out, fence=fence)
     kafka = KafkaOut(app)
     applier = _applier(app, pipeline, kafka)
-    _register_agent(app, raw, applier, pipeline.health)
+    _register_agent(app, raw, applier, pipeline.health, fence)
     _register_ticks(app, raw, cfg.els_partitions, cfg.els_flush_seconds)
     _register_rest(app, pipeline, kafka)
     return app
@@ -124,12 +128,16 @@ def _applier(app: faust.App, pipeline: Pipeline, kafka: KafkaOut) -> BatchApplie
                         cfg.els_partitions, pipeline.stats, log_end)
 
 
-def _register_agent(app: faust.App, raw, applier: BatchApplier, health: Health) -> None:
+def _register_agent(app: faust.App, raw, applier: BatchApplier, health: Health, fence: Fence) -> None:
     @app.agent(raw)
     async def process(stream):
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_SECONDS):
             try:
-                await applier.apply(events)
+                await fence.run(applier.apply(events))
+            except Abandoned:
+                # a rebalance or a stop began: the batch and the open transactions are dropped, and their records
+                # come again from the positions in the state, here or at the next owner (processor/revocation.py)
+                applier.forget()
             except BaseException as exc:
                 # the engine's transactions and positions may be ahead of what reached Kafka: re-read the stores
                 applier.forget()
@@ -174,7 +182,8 @@ def _register_rest(app: faust.App, pipeline: Pipeline, kafka: KafkaOut) -> None:
     def sink_table(name: str, help_: str) -> faust.Table:
         return app.Table(name, key_type=str, partitions=pipeline.cfg.els_partitions, help=table_help(name, help_))
 
-    pipeline.sink = sink.register(app, pipeline.cfg, pipeline.out, kafka, sink_table, pipeline.health)
+    pipeline.sink = sink.register(app, pipeline.cfg, pipeline.out, kafka, sink_table, pipeline.health,
+                                  pipeline.fence)
     _register_log_watch(app, pipeline)
     web.register(app)
 

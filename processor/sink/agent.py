@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 
 import orjson
 from faust.types import TP
@@ -27,6 +28,7 @@ from processor.core.tags import counter_key
 from processor.core.windows import window_start
 from processor.health import Health, Loop
 from processor.outbox import outbox_partition
+from processor.revocation import Abandoned, Fence
 from processor.sink.buffer import Buffer
 from processor.sink.client import DatadogClient
 from processor.sink.merge import MergedWindow, SinkCounts, held_form, retries_key, window_key
@@ -36,6 +38,7 @@ from processor.sink.sink import Sink
 log = logging.getLogger("els.sink")
 
 FLUSH_RETRY_SECONDS = 2.0  # a flush that failed (not Datadog: the sink's own writes) is retried this soon
+STOP_FLUSH_SECONDS = 10.0  # a stop delivers what is held if Datadog takes it this soon (well within Kubernetes' grace)
 REPORT_EVERY_S = 60.0      # a failing flush is logged at most this often
 CLEANUP_EVERY_S = 60.0     # expired merged windows are looked for this often
 FLUSH_CHECK_SECONDS = 0.25  # how often the held records are checked for being due
@@ -66,8 +69,9 @@ class SinkAgent:
     """
 
     def __init__(self, cfg: Config, sink: Sink, producer, table, health: Health | None = None,
-                 positions: OutboxPositions | None = None):
+                 positions: OutboxPositions | None = None, fence: Fence | None = None):
         self.cfg = cfg
+        self.fence = fence or Fence()  # a rebalance or a stop abandons a flush under way (processor/revocation.py)
         self.positions = positions  # None: records are merged as Faust hands them over (tests of the flush)
         self.health = health or Health()
         self.sink = sink
@@ -79,6 +83,46 @@ class SinkAgent:
         self.taken: list = []  # records a logs-only flush took, acked by the next full flush
         self.last_cleanup = 0.0
         self.last_failure_report = 0.0
+        self.last_flush: asyncio.Future | None = None  # a stop's delivery of what is held (flow_stopped)
+
+    async def take(self, event) -> None:
+        """A record Faust handed over: admitted in offset order from the sink's position (a gap before it read on
+        its own first), held, and flushed at once when the buffer is full."""
+        try:
+            kept = await self.fence.run(self.positions.admit(event.message))
+        except Abandoned:  # a rebalance or a stop began: the record comes again from the position
+            kept = []
+        if not kept:
+            event.ack()  # delivered already, or after a gap being sought back: it comes again
+            return
+        now = time.monotonic()
+        for message in kept:
+            held = event if message is event.message else ReadEvent(message)
+            self.buffer.add(held, message.partition, held_form(orjson.loads(message.value)), now)
+        if not self.fence.flowing:  # the flow stopped meanwhile: no flush comes but a stop's last one
+            self.flow_stopped()
+            return
+        self.sink.stats["held"] = len(self.buffer.events)
+        if self.buffer.full():
+            await self.flush()  # back-pressure: the agent waits for the flush
+        elif self.buffer.logs_full():
+            await self.flush(series=False)
+
+    async def catch_up(self, starts: Mapping[int, int | None]) -> None:
+        """As the flow resumes after an assignment, outbox partition -> where Faust starts handing over: the
+        records before it and after the sink's position (let go at the rebalance, or skipped during one) are
+        read and held now (position.py)."""
+        try:
+            kept = await self.fence.run(self.positions.catch_up(starts))
+        except Abandoned:
+            return
+        except Exception:  # noqa: BLE001 (the broker unreachable: the gap is read when the next record comes)
+            log.warning("the sink could not read the outbox records the last rebalance let go; it reads them when "
+                        "the next record of those partitions comes", exc_info=True)
+            return
+        now = time.monotonic()
+        for message in kept:
+            self.buffer.add(ReadEvent(message), message.partition, held_form(orjson.loads(message.value)), now)
 
     async def flush(self, series: bool = True) -> None:
         """Deliver what is held: all of it, what is owed and the records waiting; or (series=False) its logs."""
@@ -88,7 +132,9 @@ class SinkAgent:
             if not events and not (series and self.taken):
                 return
             try:
-                await self.deliver_held(events, values, series)
+                await self.fence.run(self.deliver_held(events, values, series))
+            except Abandoned:  # held again: a stop's last flush delivers them, a rebalance lets them go
+                self.buffer.restore(events, values, time.monotonic(), owed=not series or bool(self.taken))
             except Exception as exc:
                 self.health.failed(Loop.SINK, exc)
                 # e.g. the broker refused the sink's state writes: nothing was acked, so keep holding the records
@@ -100,6 +146,44 @@ class SinkAgent:
                 if now - self.last_failure_report > REPORT_EVERY_S:
                     self.last_failure_report = now
                     log.exception("sink flush failed; the records stay held and are retried")
+        if not self.fence.flowing:  # it ended as the flow stopped
+            self.flow_stopped()
+
+    def flow_stopped(self) -> None:
+        """What is held as the flow stops (processor/revocation.py): at a rebalance every record is let go at once;
+        at a stop, Datadog is first given STOP_FLUSH_SECONDS to take it (last_flush)."""
+        if not self.fence.stopping:
+            self.release()
+        elif self.last_flush is None:
+            self.last_flush = asyncio.ensure_future(self._last_flush())
+        elif self.last_flush.done():  # handed over after the last flush
+            self.release()
+
+    async def _last_flush(self) -> None:
+        """A stop delivers what the sink holds if Datadog takes it within STOP_FLUSH_SECONDS (Faust leaves once
+        it is acked), else lets it go as a rebalance does: the next owner delivers it from the position."""
+        async with self.flushing:  # after a flush under way, abandoned, has put its records back
+            events, values = self.buffer.take()
+            if events or self.taken:
+                try:
+                    await asyncio.wait_for(self.deliver_held(events, values), STOP_FLUSH_SECONDS)
+                    events = []
+                except Exception:  # noqa: BLE001 (Datadog still refusing, a timeout: the next owner delivers)
+                    log.warning("the sink could not deliver what it held within %g s of the stop; the next owner "
+                                "of its outbox partitions delivers it", STOP_FLUSH_SECONDS)
+            self.release(events)
+
+    def release(self, events: list = ()) -> None:
+        """The flow stopped (a rebalance or a stop began): every record held, waiting or being flushed is acked
+        undelivered, so Faust's revocation does not wait on Datadog. The position in the table still says where
+        delivery stands: the next owner of each outbox partition reads these records again from there
+        (catch_up)."""
+        held, _ = self.buffer.take()
+        for event in [*self.taken, *held, *events]:
+            event.ack()
+        self.taken = []
+        self.owed.clear()
+        self.sink.stats["held"] = 0
 
     async def deliver_held(self, events: list, values: dict[int, list[dict]], series: bool = True) -> None:
         """Merge, deliver, persist the merged windows (and expired keys), then ack the held records (a full
@@ -198,7 +282,7 @@ def _outbox_positions(app, cfg: Config, table) -> OutboxPositions:
     return OutboxPositions(table, earliest, seek, read)
 
 
-def register(app, cfg: Config, out_topic, producer, make_table, health: Health) -> Sink:
+def register(app, cfg: Config, out_topic, producer, make_table, health: Health, fence: Fence) -> Sink:
     """Add the sink agent, its flush timer and its table to the Faust app."""
     table = make_table("sink", TABLE_HELP)
     client = DatadogClient(cfg)
@@ -211,47 +295,36 @@ def register(app, cfg: Config, out_topic, producer, make_table, health: Health) 
         log.warning("DD_API_KEY is not set: nothing goes to Datadog; the requests are written to %s, "
                     "this run's lines with \"run\": \"%s\"", cfg.els_dry_run_file, client.run_id)
     positions = _outbox_positions(app, cfg, table)
-    agent = SinkAgent(cfg, sink, producer, table, health, positions)
+    agent = SinkAgent(cfg, sink, producer, table, health, positions, fence)
+    fence.on_abandon(agent.flow_stopped)
 
     @app.agent(out_topic)
     async def deliver(stream):
         async for event in stream.noack().events():
             try:
-                kept = await positions.admit(event.message)
-                if not kept:
-                    event.ack()  # delivered already, or after a gap being sought back: it comes again
-                    continue
-                for message in kept:
-                    held = event if message is event.message else ReadEvent(message)
-                    agent.buffer.add(held, message.partition, held_form(orjson.loads(message.value)),
-                                     time.monotonic())
+                await agent.take(event)
             except Exception as exc:  # Faust restarts the agent; a record it cannot read would do this every time
                 health.failed(Loop.SINK, exc)
                 raise
-            sink.stats["held"] = len(agent.buffer.events)
-            if agent.buffer.full():
-                await agent.flush()  # back-pressure: the agent waits for the flush
-            elif agent.buffer.logs_full():
-                await agent.flush(series=False)
 
     @app.task
     async def flush_when_due():
-        """Flush every held record once due, and all of them as soon as the worker stops: Faust waits for their
-        acks before it leaves (a Faust timer would not do: timers end the moment the app starts stopping)."""
+        """Flush the held records once due. As a rebalance or a stop begins they are let go instead (release)."""
         while True:
             await asyncio.sleep(FLUSH_CHECK_SECONDS)
-            if agent.buffer.due(time.monotonic()) or (app.should_stop and (agent.buffer.events or agent.taken)):
+            if agent.buffer.due(time.monotonic()):
                 await agent.flush()
 
-    async def flush_before_revocation(app_, *args, **kwargs):
-        """Deliver (and ack) what is held and what waits before the outbox partitions may move (Faust waits for
-        the acks)."""
-        await agent.flush()
+    def catch_up() -> None:
+        consumer = app.consumer
+        starts = {tp.partition: consumer.committed(tp) for tp in consumer.assignment() if tp.topic == cfg.els_out_topic}
+        asyncio.ensure_future(agent.catch_up(starts))
+
+    fence.on_resume(catch_up)
 
     async def forget_positions(app_, *args, **kwargs):
         positions.forget()
 
-    app.on_partitions_revoked.connect(flush_before_revocation)
     app.on_partitions_revoked.connect(forget_positions)
     app.on_partitions_assigned.connect(forget_positions)
     return sink

@@ -6,11 +6,14 @@ that outbox partition then starts after partials the sink never merged, and the 
 in Datadog for good. So the sink keeps its position as the processor does for the raw topic
 (processor/state/positions.py): written in the `sink` table with the merged windows of every full flush, re-read
 after each assignment; a record before it was delivered already and is dropped, the records of a gap after it are
-read on their own and merged first. Before the first full flush of a partition, where Faust starts is the start.
+read on their own and merged first. Before the first full flush of a partition the log's beginning is the start:
+records Faust acked without the sink delivering them (a rebalance or a stop lets held records go,
+processor/revocation.py) are read again from there.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import SimpleNamespace
 
@@ -35,31 +38,38 @@ class OutboxPositions:
                  seek: Callable[[int, int], Awaitable[None]],
                  read: Callable[[int, int, int], Awaitable[list]] | None = None):
         self.table = table
-        self._first: dict[int, int] = {}  # outbox partition -> the first offset handed over since the assignment
-        self.positions = Positions(self._delivered, earliest, seek, start=self._first_seen, name="outbox", read=read)
+        self.positions = Positions(self._delivered, earliest, seek, name="outbox", read=read)
+        self._reading = asyncio.Lock()  # admit and catch_up read a partition's gap once, not both at once
 
     def _delivered(self, op: int) -> int:
         stored = self.table.get(position_key(op))
         return int(stored["next"]) - 1 if stored else -1
-
-    async def _first_seen(self, op: int) -> int:
-        return self._first[op]
 
     async def admit(self, message) -> list:
         """What to merge now, in offset order: the records of a gap before `message` (read on their own:
         partition, offset, value), then `message` itself (a Faust message); [] when it was delivered already or
         is being sought back (it comes again)."""
         op = message.partition
-        self._first.setdefault(op, message.offset)
-        kept = await self.positions.in_order(op, [message])
-        if kept:
-            self.positions.processed(op, kept[-1].offset)
+        async with self._reading:
+            kept = await self.positions.in_order(op, [message])
+            if kept:
+                self.positions.processed(op, kept[-1].offset)
         return kept
+
+    async def catch_up(self, starts: Mapping[int, int | None]) -> list:
+        """After an assignment, outbox partition -> where Faust starts handing over: the records from the sink's
+        position up to there, read on their own (partition, offset, value). An outbox partition may get no new
+        record for a long time, so records let go at a rebalance are read now, not when the next one comes."""
+        out = []
+        async with self._reading:
+            for op, until in starts.items():
+                if until:
+                    out += await self.positions.catch_up(op, until)
+        return out
 
     def forget(self) -> None:
         """After any assignment change: positions are re-read from the table."""
         self.positions.forget()
-        self._first.clear()
 
     @staticmethod
     def writes(messages: Iterable) -> dict[int, dict[str, dict]]:

@@ -38,12 +38,11 @@ class Positions:
 
     def __init__(self, applied: Callable[[int], int], earliest: Callable[[int], Awaitable[int]],
                  seek: Callable[[int, int], Awaitable[None]], hole_check_s: float = HOLE_CHECK_SECONDS,
-                 stats=None, start: Callable[[int], Awaitable[int]] | None = None, name: str = "raw",
+                 stats=None, name: str = "raw",
                  read: Callable[[int, int, int], Awaitable[list]] | None = None):
         self.name = name             # the topic's role, in log lines
         self._applied = applied      # p -> last offset applied (-1: none), from the state
         self._earliest = earliest    # p -> the log's first offset now
-        self._start_unknown = start or earliest  # p -> where to start when nothing was applied yet
         self._seek = seek            # (p, offset) -> seek the consumer there
         self._read = read            # (p, start, end) -> the records start..end-1 the log holds (None: seek)
         self._hole_check_s = hole_check_s
@@ -63,8 +62,8 @@ class Positions:
         exp = self._expected.get(p)
         if exp is None:
             last = self._applied(p)
-            # nothing applied yet: the log's beginning (raw), or what Faust hands over first (outbox)
-            exp = self._expected[p] = last + 1 if last >= 0 else await self._start_unknown(p)
+            # nothing applied yet: the log's beginning (what Faust committed may be past records never applied)
+            exp = self._expected[p] = last + 1 if last >= 0 else await self._earliest(p)
         return exp
 
     async def _gone_until(self, p: int, exp: int) -> int | None:
@@ -110,6 +109,17 @@ class Positions:
             await self._seek(p, exp)
             break
         return keep
+
+    async def catch_up(self, p: int, until: int) -> list[Record]:
+        """The records from the partition's position to `until` (where the consumer starts handing over), read on
+        their own now: records before it were committed without being applied (let go at a rebalance or a stop,
+        skipped during one), and the gap would otherwise be noticed only when a later record comes."""
+        exp = await self._start(p)
+        if until <= exp or self._read is None or until - exp > GAP_READ_MAX:
+            return []
+        got = await self._fill(p, exp, until)
+        self._expected[p] = until
+        return got
 
     async def _fill(self, p: int, exp: int, until: int) -> list:
         """The records exp..until-1, read on their own; a hole where retention deleted some is logged."""

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from processor.pipeline import Pipeline
     from processor.sink.sink import Sink
 
-WORKER_STATS = ("records", "batches", "deadletters", "gap_seeks", "gap_reads")
+WORKER_STATS = ("records", "batches", "deadletters", "gap_seeks", "gap_reads", "abandoned")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ class Parts:
 
     @property
     def stats(self) -> dict[str, int]:
-        return self.pipeline.stats.as_dict()
+        # `abandoned`: batches and sink flushes a rebalance or a stop abandoned (processor/revocation.py)
+        return {**self.pipeline.stats.as_dict(), "abandoned": self.pipeline.fence.abandoned}
 
     @property
     def health(self) -> Health:

@@ -20,7 +20,7 @@ from processor.core.windows import window_start
 from tests.conftest import on_apache_kafka
 from tests.e2e.test_ingest import Ingest, make_config
 from tests.helpers.fakedatadog import FakeDatadog
-from tests.helpers.workers import Worker
+from tests.helpers.workers import Worker, story
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -99,7 +99,7 @@ async def wait_exact(dd: FakeDatadog, sim: Simulator, timeout: float, workers: l
     statuses = sorted({(r[0], r[1]) for r in dd.requests})
     pytest.fail(f"Datadog values never matched (requests: {statuses}):\n" + "\n".join(mismatches(dd, sim)[:20]) +
                 "\n" +
-                "\n".join(w.output()[-3000:] for w in workers))
+                story(workers[0].env["ELS_RAW_TOPIC"]))
 
 
 async def post_all(ing: Ingest, events: list[dict], per_request: int = 50) -> None:

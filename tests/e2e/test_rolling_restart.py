@@ -1,7 +1,8 @@
 """Workers restarted as operators restart them, on the session's broker (the embedded one in `make test`, Apache
 Kafka in `make test-kafka`), while events flow: each of two workers SIGTERMed and started again in turn, the
-next once the new one is ready (a Kubernetes rollout), then one SIGKILLed and started again. Both workers are
-running at the end, and Datadog's values (the fake intake) equal a single uninterrupted run's.
+next once the new one is ready (a Kubernetes rollout), then one SIGKILLed and started again; and the same rollout
+while Datadog is down. Both workers are running at the end, and Datadog's values (the fake intake) equal a single
+uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -40,6 +41,36 @@ async def test_workers_restarted_in_turn_then_one_killed_keep_running_and_exact(
             assert feeder.resent == 0, "ingest answered 503 with the broker up"
             await wait_exact(dd, sim, 240, workers)
             assert all(w.proc.poll() is None for w in workers), "a worker exited"
+        finally:
+            for w in workers:
+                w.stop()
+
+
+@pytest.mark.datadog_side  # the broker only carries the rebalance: once, on the embedded broker
+async def test_a_rolling_restart_while_datadog_is_down_stops_each_worker_by_itself_and_stays_exact(
+        kafka_bootstrap, topic_names):
+    """Each worker's sink is retrying Datadog when it gets SIGTERM: the stop abandons the flush (its records are
+    read again by the next owner) instead of waiting for Datadog, so the worker exits by itself (0), not killed
+    at the end of its grace period; once Datadog is back every value is exact."""
+    sim, events = workload(seed=63, chains=200)
+    async with FakeDatadog() as dd:
+        env = env_for(kafka_bootstrap, topic_names, dd)
+        workers = [Worker(env, "dd-down-roll-w1").start(), Worker(env, "dd-down-roll-w2").start()]
+        stopped = list(workers)
+        try:
+            async with Ingest(make_config(kafka_bootstrap, topic_names, els_partitions=PARTITIONS)) as ing:
+                await delivering(dd, workers[0])
+                dd.fail(503)  # down until healed below
+                await Feeder(ing, events, pause=0.05).run()
+                refused = dd.request_count(ok_only=False) - dd.request_count()
+                deadline = time.monotonic() + 60
+                while dd.request_count(ok_only=False) - dd.request_count() < refused + 2:  # the sinks are retrying
+                    assert time.monotonic() < deadline, "the sinks never met the outage"
+                    await asyncio.sleep(0.5)
+                await roll(workers, env, "dd-down-roll")
+            assert [w.proc.returncode for w in stopped] == [0, 0], "a worker was killed at the end of its grace"
+            dd.heal()
+            await wait_exact(dd, sim, 240, workers)
         finally:
             for w in workers:
                 w.stop()

@@ -11,7 +11,7 @@ import pytest
 from tests.e2e.test_datadog_e2e import M, mismatches
 from tests.e2e.test_ingest import Ingest
 from tests.helpers.fakedatadog import FakeDatadog
-from tests.helpers.workers import Worker
+from tests.helpers.workers import Worker, story
 
 
 class Feeder:
@@ -70,7 +70,7 @@ async def exact_allowing_resends(dd: FakeDatadog, sim, feeder: Feeder, workers: 
             return
         await asyncio.sleep(0.5)
     pytest.fail("Datadog values never matched:\n" + "\n".join(mismatches(dd, sim)[:20]) + "\n" +
-                "\n".join(w.output()[-3000:] for w in workers))
+                story(workers[0].env["ELS_RAW_TOPIC"]))
 
 
 async def roll(workers: list[Worker], env: dict, name: str) -> None:

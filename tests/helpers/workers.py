@@ -68,6 +68,22 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
 
+# What a post-mortem of a rebalance needs from a worker's log; Faust's recovery tables and routine lines are not.
+TELLING = ("[WARNING]", "[ERROR]", "[CRITICAL]", "Traceback", "skipped", "gone from", "seeking", "Worker ready",
+           "Executing _on_partitions_assigned", "[^Worker]: Stopping", "Error")
+
+
+def story(topic: str, limit: int = 12_000) -> str:
+    """The telling lines of every worker log of a test's raw topic (restarted workers too), oldest log first:
+    a failure message shows what happened to each worker, not the tail of the last ones."""
+    out = []
+    for path in sorted(ARTIFACTS.glob(f"*-{topic}-*.log"), key=lambda p: p.name.rsplit("-", 1)[-1]):
+        lines = [ln[:300] for ln in path.read_text(errors="replace").splitlines() if any(t in ln for t in TELLING)]
+        out.append(f"== {path.name}\n" + "\n".join(lines[-60:]))
+    text = "\n".join(out)
+    return text if len(text) <= limit else "[...]\n" + text[-limit:]
+
+
 class OutboxReader:
     """Follows the outbox and keeps, like the sink, the latest partial of every (group, window, partition)."""
 

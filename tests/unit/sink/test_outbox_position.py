@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import orjson
+
 from common.config import Config
 from processor.sink.agent import SinkAgent
 from processor.sink.position import OutboxPositions, position_key
@@ -42,6 +44,7 @@ def agent_with_positions(consumer: Consumer) -> SinkAgent:
 
 async def test_a_full_flush_writes_the_position_after_what_it_acked():
     agent = agent_with_positions(Consumer())
+    agent.table[position_key(2)] = {"group": "position", "op": 2, "next": 7}  # an earlier flush delivered 0..6
     for off in (7, 8):
         ev = Event(2, off)
         assert await agent.positions.admit(ev.message)
@@ -103,3 +106,19 @@ async def test_a_gap_is_read_on_its_own_and_merged_before_the_record_after_it():
     await agent.flush()
     assert events_values_sent(agent.sink.client) == [18]  # the shares of processor partitions 5, 6 and 7
     assert agent.table[position_key(0)]["next"] == 8 and event.acked
+
+
+async def test_with_nothing_delivered_yet_the_records_before_the_first_handed_over_are_read_and_merged():
+    """Faust committed offsets 0..2 of outbox partition 3 without the sink delivering them (held records let go at
+    a rebalance, processor/revocation.py): the next owner starts at the log's beginning, not where Faust starts."""
+    async def read(op, start, end):
+        return [SimpleNamespace(partition=op, offset=off, value=orjson.dumps(partial(0, off, 1, WS_A)))
+                for off in range(start, end)]
+
+    consumer = Consumer()
+    sink, _ = make_sink(ScriptedClient())
+    agent = SinkAgent(Config.from_env({}), sink, TableWriter(), sink.table,
+                      positions=OutboxPositions(sink.table, consumer.earliest, consumer.seek, read))
+    first = Event(3, 3)
+    assert [m.offset for m in await agent.positions.admit(first.message)] == [0, 1, 2, 3]
+    assert consumer.seeks == []
