@@ -45,10 +45,10 @@ class Fence:
         """`release()` runs as the flow stops: what is held for later (the sink's records) is let go."""
         self._on_abandon.append(release)
 
-    def on_resume(self, catch_up: Callable[[], None]) -> None:
-        """`catch_up()` runs as the flow resumes, the new assignment's state restored (the sink reads what was
-        let go)."""
-        self._on_resume.append(catch_up)
+    def on_resume(self, resumed: Callable[[], None]) -> None:
+        """`resumed()` runs as the flow resumes (Faust does so as a rebalance's recovery starts, to read the
+        changelogs, and again once it is done): the sink then catches up on what was let go."""
+        self._on_resume.append(resumed)
 
     def abandon(self, stopping: bool = False) -> None:
         """The flow stops (a rebalance or, `stopping`, a stop begins): work under way ends now, and none starts
@@ -64,8 +64,8 @@ class Fence:
     def resume(self) -> None:
         self.flowing = True
         self.stopping = False
-        for catch_up in self._on_resume:
-            catch_up()
+        for resumed in self._on_resume:
+            resumed()
 
     async def run(self, work: Coroutine[Any, Any, T]) -> T:
         """`work`'s result, or Abandoned if the flow stops before it ends (it is then cancelled)."""

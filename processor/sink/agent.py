@@ -84,6 +84,10 @@ class SinkAgent:
         self.last_cleanup = 0.0
         self.last_failure_report = 0.0
         self.last_flush: asyncio.Future | None = None  # a stop's delivery of what is held (flow_stopped)
+        self.catch_up_due = False  # the flow resumed: catch up once the rebalance has ended (register)
+
+    def resumed(self) -> None:
+        self.catch_up_due = True
 
     async def take(self, event) -> None:
         """A record Faust handed over: admitted in offset order from the sink's position (a gap before it read on
@@ -109,7 +113,7 @@ class SinkAgent:
             await self.flush(series=False)
 
     async def catch_up(self, starts: Mapping[int, int | None]) -> None:
-        """As the flow resumes after an assignment, outbox partition -> where Faust starts handing over: the
+        """Once a rebalance has ended, outbox partition -> where Faust starts handing over: the
         records before it and after the sink's position (let go at the rebalance, or skipped during one) are
         read and held now (position.py)."""
         try:
@@ -309,18 +313,20 @@ def register(app, cfg: Config, out_topic, producer, make_table, health: Health, 
 
     @app.task
     async def flush_when_due():
-        """Flush the held records once due. As a rebalance or a stop begins they are let go instead (release)."""
+        """Flush the held records once due (as a rebalance or a stop begins they are let go instead: release),
+        and catch up once a rebalance has ended: its recovery has restored the positions, and Faust has sought
+        to the committed offsets it hands over from (Faust resumes the flow earlier, to read the changelogs)."""
+        consumer = app.consumer
         while True:
             await asyncio.sleep(FLUSH_CHECK_SECONDS)
+            if agent.catch_up_due and not app.rebalancing:
+                agent.catch_up_due = False
+                await agent.catch_up({tp.partition: consumer.committed(tp) for tp in consumer.assignment()
+                                      if tp.topic == cfg.els_out_topic})
             if agent.buffer.due(time.monotonic()):
                 await agent.flush()
 
-    def catch_up() -> None:
-        consumer = app.consumer
-        starts = {tp.partition: consumer.committed(tp) for tp in consumer.assignment() if tp.topic == cfg.els_out_topic}
-        asyncio.ensure_future(agent.catch_up(starts))
-
-    fence.on_resume(catch_up)
+    fence.on_resume(agent.resumed)
 
     async def forget_positions(app_, *args, **kwargs):
         positions.forget()

@@ -104,3 +104,17 @@ async def test_what_is_held_is_let_go_as_the_flow_stops():
     fence.on_abandon(lambda: released.append("held records acked"))
     fence.abandon()
     assert released == ["held records acked"] and not fence.flowing
+
+
+async def test_the_worker_s_consumer_stops_and_resumes_the_fence_with_faust_s_flow(tmp_path):
+    from common.config import Config
+    from processor.worker import create_app
+
+    app = create_app(Config.from_env({"ELS_DATA_DIR": str(tmp_path)}))
+    fence, consumer = app.pipeline.fence, app.consumer
+    resumed = []
+    fence.on_resume(lambda: resumed.append(True))
+    consumer.stop_flow()  # the first thing Faust does as a rebalance begins
+    assert not fence.flowing and not fence.stopping
+    consumer.resume_flow()
+    assert fence.flowing and resumed == [True]
