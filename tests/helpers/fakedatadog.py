@@ -604,12 +604,14 @@ class FakeDatadog:
                     return h
         return None
 
-    async def _sleep_hang(self, h: Hang) -> None:
+    async def _sleep_hang(self, h: Hang, request: web.Request) -> None:
+        """Until the hang is over, healed, or the client is gone: a client that gave up is seen as soon as its
+        connection closes, not only when heal() wakes the handler (which a loaded machine may do first)."""
         deadline = time.monotonic() + h.seconds
         gen = self._heal_gen
         while not self._closing and gen == self._heal_gen:  # heal()/reset() end the wait
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or _client_gone(request):
                 return
             await asyncio.sleep(min(left, 0.02))
 
@@ -724,9 +726,8 @@ class FakeDatadog:
                                 key_ok, error="body over the server's read limit")
         hang = self._take_hang(path)
         if hang is not None:
-            await self._sleep_hang(hang)
-            transport = request.transport
-            if transport is None or transport.is_closing():
+            await self._sleep_hang(hang, request)
+            if _client_gone(request):
                 return self._answer(request, 499, {"errors": ["client closed request"]}, started, encoding,
                                     len(body), None, key_ok, error="client gave up while the fake hung")
         fault = self._take_fault(path)
@@ -1264,3 +1265,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
