@@ -10,9 +10,10 @@ worker whose sink held records it could not deliver never finished a revocation 
 So when a rebalance or a stop begins (Faust stops the consumer's flow), the work under way is abandoned, not
 finished: the processor drops its batch and open transactions, the sink lets go of the records it holds (a stop
 first gives Datadog a few seconds to take them: processor/sink/agent.py). Their records are acked, Faust's
-revocation completes in milliseconds, and nothing of the old assignment is written after it began. Nothing is lost: the processor and the sink keep their own positions in their state
-(processor/state/positions.py, processor/sink/position.py), so the next owner, this worker or another, reads
-the abandoned records again from there, as it would after a crash.
+revocation completes in milliseconds, and nothing of the old assignment is written after it began. Nothing is
+lost: the processor and the sink keep their own positions in their state (processor/state/positions.py,
+processor/sink/position.py), so the next owner, this worker or another, reads the abandoned records again from
+there, as it would after a crash.
 """
 
 from __future__ import annotations

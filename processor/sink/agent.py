@@ -99,10 +99,7 @@ class SinkAgent:
         if not kept:
             event.ack()  # delivered already, or after a gap being sought back: it comes again
             return
-        now = time.monotonic()
-        for message in kept:
-            held = event if message is event.message else ReadEvent(message)
-            self.buffer.add(held, message.partition, held_form(orjson.loads(message.value)), now)
+        self._hold(kept, event)
         if not self.fence.flowing:  # the flow stopped meanwhile: no flush comes but a stop's last one
             self.flow_stopped()
             return
@@ -124,9 +121,15 @@ class SinkAgent:
             log.warning("the sink could not read the outbox records the last rebalance let go; it reads them when "
                         "the next record of those partitions comes", exc_info=True)
             return
+        self._hold(kept)
+
+    def _hold(self, messages: list, event=None) -> None:
+        """Hold records for the next flush: Faust's `event` as it is, the records read on their own as ReadEvents
+        (their ack is the sink position's business)."""
         now = time.monotonic()
-        for message in kept:
-            self.buffer.add(ReadEvent(message), message.partition, held_form(orjson.loads(message.value)), now)
+        for message in messages:
+            held = event if event is not None and message is event.message else ReadEvent(message)
+            self.buffer.add(held, message.partition, held_form(orjson.loads(message.value)), now)
 
     async def flush(self, series: bool = True) -> None:
         """Deliver what is held: all of it, what is owed and the records waiting; or (series=False) its logs."""

@@ -278,6 +278,12 @@ class _Reject(Exception):
         self.reason = reason
 
 
+def _client_gone(request: web.Request) -> bool:
+    """The client closed its connection (gave up on a request the fake is hanging)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def _norm_paths(paths: str | Iterable[str] | None) -> frozenset[str] | None:
     if paths is None:
         return None
@@ -1265,8 +1271,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def _client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
