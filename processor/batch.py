@@ -80,11 +80,11 @@ class BatchApplier:
         self.stats.engine_ns += ns
         return out
 
-    async def apply(self, events) -> None:
+    async def apply(self, messages) -> None:
         st = self.stats
         t0 = time.perf_counter()
         st.t_wait_ms += int((t0 - self._t_wait) * 1000)
-        outputs, touched = await self._process(events)
+        outputs, touched = await self._process(messages)
         t1 = time.perf_counter()
         st.t_step_ms += int((t1 - t0) * 1000)
         await self._emit(outputs)
@@ -92,10 +92,9 @@ class BatchApplier:
         st.batches += 1
         self._t_wait = time.perf_counter()
 
-    async def _process(self, events) -> tuple[list, list[int]]:
+    async def _process(self, messages) -> tuple[list, list[int]]:
         by_partition: dict[int, list[Record]] = defaultdict(list)
-        for e in events:
-            m = e.message
+        for m in messages:
             by_partition[m.partition].append(
                 Record(m.offset, m.key, m.value, dict(m.headers or ()), m.timestamp and int(m.timestamp * 1000)))
         outputs, touched = [], []

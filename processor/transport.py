@@ -13,6 +13,8 @@ allows it, and a consumer that knows where each changelog truly ends. Installed 
 - Faust hands each fetched message to its streams under a `wait_first(callback, suspend_flow)`: four tasks and an
   `asyncio.wait` per message (~37 µs here), so a rebalance can interrupt a delivery stuck on a full stream
   buffer. The consumer here waits that way only for a delivery that does wait (`deliver_interruptibly`).
+- The raw topic's messages skip Faust's streams: the consumer puts them in the processor's inbox, whose agent
+  takes them in batches (processor/inbox.py).
 - When Faust stops the consumer's flow (a rebalance or a stop begins), the consumer tells the worker's Fence, and
   the work under way is abandoned (processor/revocation.py).
 """
@@ -27,11 +29,12 @@ from typing import Any
 from faust.transport import consumer as faust_consumer
 from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, Message
 
 from common.end_offsets import true_end_offsets
 from common.kafka import faust_client_kwargs
 from common.producer import start_producer
+from processor.inbox import Inbox
 from processor.revocation import Fence
 
 log = logging.getLogger("els.processor.kafka")
@@ -61,7 +64,23 @@ class IdempotentProducer(faust_aiokafka.Producer):
 
 class TrueEndConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, whose `highwaters` (the end offsets table recovery reads to) are the true ends,
-    and whose fetch loop waits for a rebalance only on deliveries that wait (`_drain_messages`)."""
+    whose fetch loop waits for a rebalance only on deliveries that wait (`_drain_messages`), and which puts the
+    raw topic's messages in the processor's inbox (`deliver`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._to_streams = self.callback  # Faust's conductor: decodes a message and queues it for the streams
+        self.callback = self.deliver
+        self._inbox: Inbox | None = self.transport.inbox
+        self._inbox_topic = self._inbox.topic if self._inbox is not None else None
+
+    async def deliver(self, message: Message) -> None:
+        """A fetched message to the inbox if it is the raw topic's (waiting while the inbox is full), else to
+        Faust's streams."""
+        if message.topic != self._inbox_topic:
+            await self._to_streams(message)
+        elif not self._inbox.put(message):
+            await self._inbox.room()
 
     async def _drain_messages(self, fetcher) -> None:
         """Faust's fetch loop (faust.transport.consumer.Consumer._drain_messages) but for one line, the delivery;
@@ -191,6 +210,7 @@ class Transport(faust_aiokafka.Transport):
     Consumer = TrueEndConsumer
     Producer = IdempotentProducer
 
-    def __init__(self, *args: Any, fence: Fence | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fence: Fence | None = None, inbox: Inbox | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fence = fence or Fence()  # what the consumer's flow stopping abandons
+        self.inbox = inbox  # where the consumer puts the raw topic's messages

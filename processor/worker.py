@@ -1,7 +1,8 @@
 """The Faust wiring: raw events in, partial aggregates and logs out to the outbox.
 
 `faust -A processor.app worker` and `els process` run the app this module builds (processor/app.py). The agent
-takes batches of raw records and hands them to the BatchApplier (processor/batch.py: engine, outputs, state).
+takes batches of raw records from the inbox the consumer fills (processor/inbox.py) and hands them to the
+BatchApplier (processor/batch.py: engine, outputs, state).
 A leader-only timer sends a tick record into every raw partition each ELS_FLUSH_SECONDS: ticks travel with the
 events, so window closing and emission happen inside the stream, in order, for every partition, also after
 restarts and rebalances (Faust's own on_window_close is not used; README "The processor" says why).
@@ -27,6 +28,7 @@ from processor.batch import BatchApplier
 from processor.engine import TICK_HEADER, TICK_KEY, Engine, Record, settings_from, tick_value
 from processor.engine.records import TICK_KIND
 from processor.health import Health, Loop
+from processor.inbox import Inbox
 from processor.log_watch import CHECK_EVERY_S, LogWatch
 from processor.pipeline import Pipeline
 from processor.revocation import Abandoned, Fence
@@ -41,6 +43,7 @@ from processor.web.tables import table_help
 # Faust agent, 201 MB peak; 4,096 -> 1.18, 187 MB; 2,000 -> 1.28, 183 MB; 1,000 -> 1.27, 180 MB.
 BATCH_MAX = 2000
 BATCH_WITHIN_SECONDS = 1.0
+INBOX_CAPACITY = 2 * BATCH_MAX  # the consumer fetches the next batch while the agent applies one
 CONSUMER_FETCH_BYTES = 2 * 1024 * 1024
 log = logging.getLogger("els.processor")
 
@@ -76,7 +79,9 @@ def create_app(cfg: Config) -> faust.App:
         logging_config=None,
     )
     fence = Fence()  # what a rebalance or a stop abandons (processor/revocation.py)
-    app.transport = Transport(app.conf.broker_consumer, app, fence=fence)  # its producer is idempotent where allowed
+    inbox = _inbox(app, cfg.els_raw_topic, fence)
+    # its producer is idempotent where allowed; its consumer puts the raw topic's messages in the inbox
+    app.transport = Transport(app.conf.broker_consumer, app, fence=fence, inbox=inbox)
     raw = app.topic(cfg.els_raw_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                     value_serializer="raw", partitions=cfg.els_partitions)
     out = app.topic(cfg.els_out_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -90,7 +95,7 @@ def create_app(cfg: Config) -> faust.App:
                                        raw, out, fence=fence)
     kafka = KafkaOut(app)
     applier = _applier(app, pipeline, kafka)
-    _register_agent(app, raw, applier, pipeline.health, fence)
+    _register_agent(app, raw, inbox, applier, pipeline.health, fence)
     _register_ticks(app, raw, cfg.els_partitions, cfg.els_flush_seconds)
     _register_rest(app, pipeline, kafka)
     return app
@@ -128,12 +133,27 @@ def _applier(app: faust.App, pipeline: Pipeline, kafka: KafkaOut) -> BatchApplie
                         cfg.els_partitions, pipeline.stats, log_end)
 
 
-def _register_agent(app: faust.App, raw, applier: BatchApplier, health: Health, fence: Fence) -> None:
+def _inbox(app: faust.App, raw_topic: str, fence: Fence) -> Inbox:
+    def generation() -> int | None:
+        """The consumer's generation, None while Faust's flow control holds the streams (a rebalance)."""
+        return app.consumer_generation_id if app.flow_control.is_active() else None
+
+    inbox = Inbox(raw_topic, BATCH_MAX, INBOX_CAPACITY, generation, lambda message: app.consumer.ack(message))
+    fence.on_abandon(inbox.clear)
+    return inbox
+
+
+def _register_agent(app: faust.App, raw, inbox: Inbox, applier: BatchApplier, health: Health,
+                    fence: Fence) -> None:
     @app.agent(raw)
     async def process(stream):
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_SECONDS):
+        """The stream stays idle: the consumer puts the raw topic's messages in the inbox (processor/inbox.py)."""
+        while True:
+            messages = await inbox.take(BATCH_WITHIN_SECONDS)
+            if not messages:
+                continue
             try:
-                await fence.run(applier.apply(events))
+                await fence.run(applier.apply(messages))
             except Abandoned:
                 # a rebalance or a stop began: the batch and the open transactions are dropped, and their records
                 # come again from the positions in the state, here or at the next owner (processor/revocation.py)
@@ -144,6 +164,8 @@ def _register_agent(app: faust.App, raw, applier: BatchApplier, health: Health, 
                 if isinstance(exc, Exception):  # not a cancellation: Faust restarts the agent, health counts it
                     health.failed(Loop.AGENT, exc)
                 raise
+            finally:
+                inbox.ack(messages)  # applied or abandoned: the positions in the state say which
 
     async def forget(app_, *args, **kwargs):
         """After any assignment change, positions and indexes are re-read from the state."""

@@ -165,6 +165,42 @@ async def test_one_worker_exact_totals(kafka_bootstrap, topic_names):
         worker.stop()
 
 
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
+    """The group's committed offset per partition of a topic, as the broker holds them (asked as a consumer of
+    the group that does not join it, as Faust does: the embedded broker refuses the admin client's request)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)}
+    finally:
+        await consumer.stop()
+
+
+async def test_the_worker_commits_the_raw_records_it_applied(kafka_bootstrap, topic_names):
+    """The processor's agent takes the raw topic's records from its own inbox, not from a Faust stream, and acks
+    them itself: Faust's commits must still follow, or every restart would read the topic from its beginning."""
+    env = worker_env(kafka_bootstrap, topic_names)
+    sim, events = workload(seed=14, chains=100)
+    worker = Worker(env, "commits").start()
+    try:
+        await produce_events(kafka_bootstrap, topic_names["ELS_RAW_TOPIC"], events)
+        async with OutboxReader(kafka_bootstrap, topic_names["ELS_OUT_TOPIC"], PARTITIONS) as reader:
+            await wait_exact(reader, sim, 120, [worker])
+        # the raw topic holds the events and the ticks: once every event is committed, the offsets add up to more
+        deadline, committed = time.monotonic() + 30, {}
+        while time.monotonic() < deadline:
+            committed = await committed_offsets(kafka_bootstrap, env["ELS_APP_ID"], topic_names["ELS_RAW_TOPIC"])
+            if None not in committed.values() and sum(committed.values()) >= len(events):
+                break
+            await asyncio.sleep(1)
+        else:
+            pytest.fail(f"committed offsets {committed} do not cover the {len(events)} events")
+    finally:
+        worker.stop()
+
+
 async def test_a_graceful_stop_delivers_what_the_sink_holds_and_exits(kafka_bootstrap, topic_names):
     """SIGTERM while the sink holds records it has not flushed (logs wait up to ELS_FLUSH_SECONDS for the next
     partials): Faust leaves only once they are acked, so the sink must deliver them then, not wait forever."""

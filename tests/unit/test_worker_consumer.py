@@ -193,3 +193,37 @@ async def test_a_rebalance_does_not_interrupt_a_fetch_under_way(tmp_path):
     release.set()
     await asyncio.wait_for(task, 5)
     assert cancelled == [] and fetched == [[0, 1]]
+
+
+# --- the raw topic's messages go to the processor's inbox (processor/inbox.py), the others to Faust's streams ---
+
+OTHER = "els-out"
+
+
+async def test_the_raw_topics_messages_go_to_the_inbox_and_the_others_to_the_streams(tmp_path):
+    consumer = create_app(Config.from_env({"ELS_DATA_DIR": str(tmp_path), "ELS_RAW_TOPIC": TOPIC})).consumer
+    to_streams = []
+
+    async def streams(message):
+        to_streams.append(message.offset)
+
+    consumer._to_streams = streams
+    inbox = consumer.transport.inbox
+    for offset in range(3):
+        await consumer.callback(_message(offset))
+        await consumer.callback(Message(OTHER, 0, offset, 0.0, 0, None, b"k", b"v", None))
+    assert [m.offset for m in inbox._held] == [0, 1, 2] and to_streams == [0, 1, 2]
+
+
+async def test_a_full_inbox_holds_the_fetch_loop_until_a_rebalance_interrupts_it(tmp_path):
+    consumer = create_app(Config.from_env({"ELS_DATA_DIR": str(tmp_path), "ELS_RAW_TOPIC": TOPIC})).consumer
+    inbox = consumer.transport.inbox
+    fetches = Fetches(list(range(inbox.capacity + 5)))
+    fetches.consumer = consumer
+    consumer.getmany = fetches.getmany
+    task = asyncio.create_task(consumer._drain_messages(fetches.fetcher))
+    await asyncio.sleep(0.1)
+    assert len(inbox) == inbox.capacity and not task.done()  # waiting for room
+    consumer.stop_flow()  # a rebalance begins: the fence empties the inbox, the loop goes on to the next fetch
+    await asyncio.wait_for(task, 5)
+    assert len(inbox) == 0 and inbox.dropped == inbox.capacity

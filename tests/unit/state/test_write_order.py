@@ -53,9 +53,8 @@ class Kafka:
 
 
 def message(p: int, offset: int, value: bytes, key: bytes = b"k", headers=None):
-    return SimpleNamespace(message=SimpleNamespace(partition=p, offset=offset, key=key, value=value,
-                                                   headers=headers or [("received_at", str(T0).encode())],
-                                                   timestamp=T0 / 1000))
+    return SimpleNamespace(partition=p, offset=offset, key=key, value=value,
+                           headers=headers or [("received_at", str(T0).encode())], timestamp=T0 / 1000)
 
 
 def applier(policy: FlushPolicy | None = None) -> tuple[BatchApplier, Kafka, Table, Table]:
