@@ -9,6 +9,7 @@ from typing import Any
 from common.config import Config
 from processor.engine import Engine
 from processor.health import Health
+from processor.inbox import Inbox
 from processor.revocation import Fence
 from processor.state import keys
 from processor.state.records import Clock, window_view
@@ -54,6 +55,7 @@ class Pipeline:
     sink: Any = None   # processor.sink.agent.Sink, once registered
     health: Health = field(default_factory=Health)  # whether the agent and the sink keep failing
     fence: Fence = field(default_factory=Fence)     # what a rebalance or a stop abandons
+    inbox: Inbox | None = None  # the raw records the consumer fetched for the next batches
 
     def window_views(self) -> dict[str, dict]:
         """The windows table's local records, readable: window records as window_view, clocks as {now, off}."""

@@ -71,8 +71,12 @@ class Parts:
 
     @property
     def stats(self) -> dict[str, int]:
-        # `abandoned`: batches and sink flushes a rebalance or a stop abandoned (processor/revocation.py)
-        return {**self.pipeline.stats.as_dict(), "abandoned": self.pipeline.fence.abandoned}
+        # `abandoned`: batches and sink flushes a rebalance or a stop abandoned (processor/revocation.py);
+        # `inbox_held`: raw records fetched for the next batches (at 4,000 the consumer waits for the agent);
+        # `inbox_dropped`: those a rebalance or a stop dropped (processor/inbox.py)
+        inbox = self.pipeline.inbox
+        return {**self.pipeline.stats.as_dict(), "abandoned": self.pipeline.fence.abandoned,
+                "inbox_held": len(inbox) if inbox else 0, "inbox_dropped": inbox.dropped if inbox else 0}
 
     @property
     def health(self) -> Health:

@@ -188,6 +188,8 @@ async def test_the_worker_commits_the_raw_records_it_applied(kafka_bootstrap, to
         await produce_events(kafka_bootstrap, topic_names["ELS_RAW_TOPIC"], events)
         async with OutboxReader(kafka_bootstrap, topic_names["ELS_OUT_TOPIC"], PARTITIONS) as reader:
             await wait_exact(reader, sim, 120, [worker])
+        stats = worker.stats()
+        assert stats["inbox_held"] < 2000 and stats["inbox_dropped"] >= 0, stats  # caught up: no batch waits
         # the raw topic holds the events and the ticks: once every event is committed, the offsets add up to more
         deadline, committed = time.monotonic() + 30, {}
         while time.monotonic() < deadline:

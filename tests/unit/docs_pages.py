@@ -31,6 +31,7 @@ AGAINST_MAKE_UP = [
     ("docs/troubleshooting.md", "Late events not counted"),
     ("docs/troubleshooting.md", "A red partition on the status page"),
     ("docs/troubleshooting.md", "The worker is not ready"),
+    ("docs/troubleshooting.md", "The backlog grows"),
     ("docs/troubleshooting.md", "DRY RUN banner"),
     ("docs/troubleshooting.md", "Port already in use"),
     ("docs/inspecting.md", "Replay (backfill)"),
