@@ -46,3 +46,23 @@ class Health:
     @property
     def failing(self) -> bool:
         return any(self._failing(loop) for loop in Loop)
+
+
+class Inbound:
+    """When each partition's records were last taken, where Faust's livelock check reads it.
+
+    Faust's consumer logs a long ERROR for a partition once records wait in it and nothing has taken one for
+    STREAM_PROCESSING_TIMEOUT (default 300 s). It reads the time from its Monitor sensor, which the worker runs
+    without (its per-event bookkeeping: processor/worker.py), and the raw topic has no stream at all
+    (processor/inbox.py): a backlog read for longer than the timeout logged the error although records flowed.
+    The processor and the sink say here when they take records, so an agent that stops taking them is still
+    reported: its time grows old.
+    """
+
+    def __init__(self, times: dict) -> None:
+        self._times = times  # Faust's Monitor.stream_inbound_time: TP -> time.monotonic()
+
+    def took(self, partitions) -> None:
+        now = time.monotonic()
+        for tp in partitions:
+            self._times[tp] = now

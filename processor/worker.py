@@ -27,7 +27,7 @@ from common.range_reader import read_range
 from processor.batch import BatchApplier
 from processor.engine import TICK_HEADER, TICK_KEY, Engine, Record, settings_from, tick_value
 from processor.engine.records import TICK_KIND
-from processor.health import Health, Loop
+from processor.health import Health, Inbound, Loop
 from processor.inbox import Inbox
 from processor.log_watch import CHECK_EVERY_S, LogWatch
 from processor.pipeline import Pipeline
@@ -145,6 +145,8 @@ def _inbox(app: faust.App, raw_topic: str, fence: Fence) -> Inbox:
 
 def _register_agent(app: faust.App, raw, inbox: Inbox, applier: BatchApplier, health: Health,
                     fence: Fence) -> None:
+    inbound = Inbound(app.monitor.stream_inbound_time)
+
     @app.agent(raw)
     async def process(stream):
         """The stream stays idle: the consumer puts the raw topic's messages in the inbox (processor/inbox.py)."""
@@ -152,6 +154,7 @@ def _register_agent(app: faust.App, raw, inbox: Inbox, applier: BatchApplier, he
             messages = await inbox.take(BATCH_WITHIN_SECONDS)
             if not messages:
                 continue
+            inbound.took({m.tp for m in messages})
             try:
                 await fence.run(applier.apply(messages))
             except Abandoned:

@@ -26,7 +26,7 @@ from common.range_reader import read_range
 from processor.core.bag import Bag
 from processor.core.tags import counter_key
 from processor.core.windows import window_start
-from processor.health import Health, Loop
+from processor.health import Health, Inbound, Loop
 from processor.outbox import outbox_partition
 from processor.revocation import Abandoned, Fence
 from processor.sink.buffer import Buffer
@@ -305,9 +305,12 @@ def register(app, cfg: Config, out_topic, producer, make_table, health: Health, 
     agent = SinkAgent(cfg, sink, producer, table, health, positions, fence)
     fence.on_abandon(agent.flow_stopped)
 
+    inbound = Inbound(app.monitor.stream_inbound_time)
+
     @app.agent(out_topic)
     async def deliver(stream):
         async for event in stream.noack().events():
+            inbound.took((event.message.tp,))
             try:
                 await agent.take(event)
             except Exception as exc:  # Faust restarts the agent; a record it cannot read would do this every time

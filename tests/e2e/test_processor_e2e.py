@@ -203,6 +203,29 @@ async def test_the_worker_commits_the_raw_records_it_applied(kafka_bootstrap, to
         worker.stop()
 
 
+async def test_a_backlog_read_longer_than_fausts_stream_timeout_logs_no_livelock_error(kafka_bootstrap, topic_names):
+    """Faust's consumer logs "Stream has not started processing" (a long ERROR) for a partition whose records wait
+    while nothing takes them for STREAM_PROCESSING_TIMEOUT. The raw topic has no Faust stream and the worker no
+    Faust Monitor, so the worker tells Faust itself when it takes records (processor/health.py, Inbound); else a
+    backlog read for longer than the timeout (300 s by default, 1 s here) logged the error although records flowed."""
+    _sim, events = workload(seed=15, chains=12000)  # ~47,000 events: read in a few seconds
+    await produce_events(kafka_bootstrap, topic_names["ELS_RAW_TOPIC"], events)
+    env = {**worker_env(kafka_bootstrap, topic_names), "STREAM_PROCESSING_TIMEOUT": "1",
+           "BROKER_COMMIT_INTERVAL": "0.4"}  # Faust checks every 2.5 commit intervals
+    worker = Worker(env, "backlog").start()
+    try:
+        deadline = time.monotonic() + 120
+        while worker.stats().get("records", 0) < len(events):
+            assert time.monotonic() < deadline and worker.proc.poll() is None, worker.output()[-3000:]
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(2)  # a check or two once caught up
+    finally:
+        worker.stop()
+    # the raw topic's partitions only: at a 1 s timeout, the sink's stream may well wait on its flush that long
+    raw = f"TP(topic='{topic_names['ELS_RAW_TOPIC']}'"
+    assert [line for line in worker.output().splitlines() if "Stream " in line and raw in line] == []
+
+
 async def test_a_graceful_stop_delivers_what_the_sink_holds_and_exits(kafka_bootstrap, topic_names):
     """SIGTERM while the sink holds records it has not flushed (logs wait up to ELS_FLUSH_SECONDS for the next
     partials): Faust leaves only once they are acked, so the sink must deliver them then, not wait forever."""
