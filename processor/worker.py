@@ -38,12 +38,14 @@ from processor.transport import Transport
 from processor.web.tables import table_help
 
 # Batches of up to 2,000 records within 1 s: state is written per transaction, not per batch (FlushPolicy), so
-# larger batches bought nothing; smaller ones keep fewer Faust events in memory at once and let Faust's consumer
-# thread fetch while the engine works. A/B on a 100k backlog (docs/benchmarks.md): 10,000 -> 1.18 of the minimal
-# Faust agent, 201 MB peak; 4,096 -> 1.18, 187 MB; 2,000 -> 1.28, 183 MB; 1,000 -> 1.27, 180 MB.
+# larger batches bought nothing; smaller ones keep fewer records in memory at once and let Faust's consumer
+# thread fetch while the engine works. A/B on a 100k backlog (docs/benchmarks.md), through a Faust stream:
+# 10,000 -> 1.18 of the minimal Faust agent, 201 MB peak; 4,096 -> 1.18, 187 MB; 2,000 -> 1.28, 183 MB; 1,000 ->
+# 1.27, 180 MB. Through the inbox, with 4,000 held at most (the consumer fetches the next batch while the agent
+# applies one): 1.90; 2,000 held: 1.75; batches of 1,000 with 2,000 held: 1.68, peak RSS alike.
 BATCH_MAX = 2000
 BATCH_WITHIN_SECONDS = 1.0
-INBOX_CAPACITY = 2 * BATCH_MAX  # the consumer fetches the next batch while the agent applies one
+INBOX_CAPACITY = 2 * BATCH_MAX
 CONSUMER_FETCH_BYTES = 2 * 1024 * 1024
 log = logging.getLogger("els.processor")
 
