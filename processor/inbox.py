@@ -24,13 +24,13 @@ from faust.types import Message
 
 
 class Inbox:
-    def __init__(self, topic: str, batch_max: int, capacity: int, generation: Callable[[], int],
+    def __init__(self, topic: str, batch_max: int, capacity: int, generation: Callable[[], int | None],
                  ack: Callable[[Message], object]) -> None:
         self.topic = topic
         self.batch_max = batch_max
         self.capacity = capacity
         self.dropped = 0  # messages dropped by a rebalance or a stop
-        self._generation = generation  # the consumer's current generation
+        self._generation = generation  # the consumer's current generation, None while none may be handed over
         self._ack = ack
         self._held: list[Message] = []
         self._ready = asyncio.Event()  # a whole batch waits

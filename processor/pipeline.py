@@ -51,11 +51,11 @@ class Pipeline:
     windows: Any       # faust Table: window and clock records (bytes)
     raw: Any           # the raw topic
     out: Any           # the outbox topic
+    inbox: Inbox       # the raw records the consumer fetched for the next batches
     stats: WorkerStats = field(default_factory=WorkerStats)
     sink: Any = None   # processor.sink.agent.Sink, once registered
     health: Health = field(default_factory=Health)  # whether the agent and the sink keep failing
     fence: Fence = field(default_factory=Fence)     # what a rebalance or a stop abandons
-    inbox: Inbox | None = None  # the raw records the consumer fetched for the next batches
 
     def window_views(self) -> dict[str, dict]:
         """The windows table's local records, readable: window records as window_view, clocks as {now, off}."""

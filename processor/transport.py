@@ -71,8 +71,8 @@ class TrueEndConsumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._to_streams = self.callback  # Faust's conductor: decodes a message and queues it for the streams
         self.callback = self.deliver
-        self._inbox: Inbox | None = self.transport.inbox
-        self._inbox_topic = self._inbox.topic if self._inbox is not None else None
+        self._inbox: Inbox = self.transport.inbox
+        self._inbox_topic = self._inbox.topic
 
     async def deliver(self, message: Message) -> None:
         """A fetched message to the inbox if it is the raw topic's (waiting while the inbox is full), else to
@@ -210,7 +210,7 @@ class Transport(faust_aiokafka.Transport):
     Consumer = TrueEndConsumer
     Producer = IdempotentProducer
 
-    def __init__(self, *args: Any, fence: Fence | None = None, inbox: Inbox | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, inbox: Inbox, fence: Fence | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fence = fence or Fence()  # what the consumer's flow stopping abandons
         self.inbox = inbox  # where the consumer puts the raw topic's messages

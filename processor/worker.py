@@ -94,7 +94,7 @@ def create_app(cfg: Config) -> faust.App:
     windows = app.Table("windows", key_type=str, value_type=bytes, partitions=cfg.els_partitions,
                         help=table_help("windows"))
     pipeline = app.pipeline = Pipeline(cfg, Engine(settings_from(cfg), chains.data, windows.data), chains, windows,
-                                       raw, out, fence=fence, inbox=inbox)
+                                       raw, out, inbox, fence=fence)
     kafka = KafkaOut(app)
     applier = _applier(app, pipeline, kafka)
     _register_agent(app, raw, inbox, applier, pipeline.health, fence)

@@ -76,7 +76,7 @@ class Parts:
         # `inbox_dropped`: those a rebalance or a stop dropped (processor/inbox.py)
         inbox = self.pipeline.inbox
         return {**self.pipeline.stats.as_dict(), "abandoned": self.pipeline.fence.abandoned,
-                "inbox_held": len(inbox) if inbox else 0, "inbox_dropped": inbox.dropped if inbox else 0}
+                "inbox_held": len(inbox), "inbox_dropped": inbox.dropped}
 
     @property
     def health(self) -> Health:
